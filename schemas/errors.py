@@ -1,0 +1,48 @@
+"""Validation errors that name the field, for every boundary (CLI, HTTP, Kafka intake)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One problem with one field: a dotted path (``tenant.country``), "" for the whole message."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+class InvalidMessage(ValueError):
+    """A message that does not satisfy its schema. ``errors`` lists every bad field."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(str(e) for e in errors))
+
+    @classmethod
+    def from_pydantic(cls, exc: ValidationError) -> InvalidMessage:
+        return cls([FieldError(_dotted(e["loc"]), _message(e)) for e in exc.errors()])
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown field"
+    if error["type"] == "missing":
+        return "required field is missing"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")

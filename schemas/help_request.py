@@ -1,0 +1,175 @@
+"""HelpRequest v1: the typed mirror of ``help_request.v1.json``.
+
+The JSON Schema file is the published contract; this model accepts and rejects exactly what it
+does (``tests/unit/test_help_request_schema.py`` runs the same examples through both). Checks a
+schema cannot express (the time zone exists, the window is not inverted) live in
+:func:`semantic_errors` so the two stay equal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+from zoneinfo import available_timezones
+
+import pytz
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from schemas.errors import FieldError, InvalidMessage
+
+RFC3339_PATTERN = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+)
+COUNTRY_CODES: frozenset[str] = frozenset(pytz.country_names)
+
+
+def _rfc3339_string(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not RFC3339_PATTERN.match(value):
+        raise ValueError(
+            "must be an RFC 3339 date-time with an offset, e.g. 2026-03-02T09:30:00+08:00")
+    return value
+
+
+def _country(value: Any) -> Any:
+    if value not in COUNTRY_CODES:
+        raise ValueError("must be an ISO 3166-1 alpha-2 country code, e.g. TW")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_string)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Email = Annotated[EmailStr, Field(min_length=3, max_length=254)]
+
+
+class Source(StrEnum):
+    ADMIN_CENTER = "admin_center"
+    FASTTRACK_SITE = "fasttrack_site"
+    PARTNER = "partner"
+
+
+class Region(StrEnum):
+    AMER = "AMER"
+    EMEA = "EMEA"
+    APAC = "APAC"
+
+
+class Topic(StrEnum):
+    CORE_ONBOARDING = "core_onboarding"
+    SERVICE_ONBOARDING = "service_onboarding"
+    DATA_MIGRATION = "data_migration"
+    USER_ADOPTION = "user_adoption"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Tenant(_Strict):
+    id: Name
+    name: Name
+    country: Annotated[str, BeforeValidator(_country)]
+    region: Region | None = None
+
+
+class Requester(_Strict):
+    name: Name
+    email: Email
+    language: Annotated[str, Field(pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")]
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+
+class Partner(_Strict):
+    id: Name
+    name: Name
+    email: Email
+
+
+class PreferredWindow(_Strict):
+    earliest: Timestamp | None = None
+    latest: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> PreferredWindow:
+        if self.earliest is None and self.latest is None:
+            raise ValueError("needs earliest, latest or both")
+        return self
+
+
+class HelpRequest(_Strict):
+    """A customer's request for FastTrack onboarding help."""
+
+    request_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+    submitted_at: Timestamp
+    source: Source
+    tenant: Tenant
+    requester: Requester
+    partner: Partner | None = None
+    topic: Topic
+    services: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=100)]], Field(max_length=50)
+    ] = Field(default_factory=list)
+    preferred_window: PreferredWindow | None = None
+    notes: Annotated[str, Field(max_length=2000)] | None = None
+
+    @model_validator(mode="after")
+    def _partner_iff_source_partner(self) -> HelpRequest:
+        if self.source is Source.PARTNER and self.partner is None:
+            raise ValueError("partner is required when source is partner")
+        if self.source is not Source.PARTNER and self.partner is not None:
+            raise ValueError("partner is only allowed when source is partner")
+        return self
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The wire form: JSON-ready, absent optionals left out."""
+        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+
+
+_ZONES: frozenset[str] | None = None
+
+
+def semantic_errors(request: HelpRequest) -> list[FieldError]:
+    """What the schema cannot say: an unknown IANA zone, an inverted preferred window."""
+    global _ZONES
+    if _ZONES is None:
+        _ZONES = frozenset(available_timezones())
+    errors: list[FieldError] = []
+    zone = request.requester.timezone
+    if zone is not None and zone not in _ZONES:
+        errors.append(FieldError("requester.timezone", f"unknown IANA time zone {zone!r}"))
+    window = request.preferred_window
+    if window and window.earliest and window.latest and window.latest <= window.earliest:
+        errors.append(FieldError("preferred_window.latest",
+                                 "must be after preferred_window.earliest"))
+    return errors
+
+
+def parse_help_request(raw: bytes | str | dict[str, Any]) -> HelpRequest:
+    """Decode and validate one HelpRequest v1; :class:`InvalidMessage` names each bad field."""
+    try:
+        data = json.loads(raw) if isinstance(raw, bytes | str) else raw
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidMessage([FieldError("", f"not valid UTF-8 JSON: {exc}")]) from exc
+    if not isinstance(data, dict):
+        raise InvalidMessage([FieldError("", "must be a JSON object")])
+    try:
+        request = HelpRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidMessage.from_pydantic(exc) from exc
+    errors = semantic_errors(request)
+    if errors:
+        raise InvalidMessage(errors)
+    return request
