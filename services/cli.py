@@ -1,0 +1,171 @@
+"""``fasttrack``: the command line of the FastTrack scheduling service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from scheduler.directory import CenterDirectory, DirectoryInvalid
+from schemas.help_request import RFC3339_PATTERN
+from services.request_files import BadLine, read_requests
+from services.settings import Settings
+
+EXIT_INVALID = 2
+
+
+class UsageError(Exception):
+    """Bad input named on stderr; exit 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_INVALID
+    try:
+        return int(args.handler(args, Settings()))
+    except (UsageError, DirectoryInvalid) as exc:
+        print(f"fasttrack {args.command}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fasttrack",
+        description="Route FastTrack help requests to a FastTrack Center and book the meeting.",
+        epilog="Settings come from FASTTRACK_* environment variables; see README.md.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    route = _command(commands, "route", cmd_route,
+                     "print the routing decision for each request (no broker, no booking)")
+    route.add_argument("requests", metavar="REQUEST.json|REQUESTS.jsonl",
+                       help="one HelpRequest as JSON, or JSON Lines; '-' for standard input")
+    _directory_option(route)
+    route.add_argument("--at", metavar="RFC3339", type=_timestamp,
+                       help="decision time (default: each request's submitted_at)")
+
+    simulate = _command(commands, "simulate", cmd_simulate,
+                        "route and book a demand file offline against an empty ledger "
+                        "(what-if capacity planning); one booking per line, summary on stderr")
+    simulate.add_argument("requests", metavar="REQUESTS.jsonl",
+                          help="HelpRequests as JSON Lines (in submission order); '-' for stdin")
+    _directory_option(simulate)
+    simulate.add_argument("--progress", action="store_true",
+                          help="show progress on stderr every 10,000 requests")
+
+    samples = _command(commands, "sample-requests", cmd_sample_requests,
+                       "write realistic sample HelpRequests as JSON Lines (for simulate, demos)")
+    samples.add_argument("--count", type=int, default=1000, help="how many (default 1000)")
+    samples.add_argument("--start", type=_timestamp, default=None, metavar="RFC3339",
+                         help="first submission time (default: 2026-11-23T00:00:00Z)")
+    samples.add_argument("--per-hour", type=float, default=120.0,
+                         help="average submissions per hour (default 120)")
+    samples.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    return parser
+
+
+def _command(commands: argparse._SubParsersAction, name: str,  # type: ignore[type-arg]
+             handler: Callable[[argparse.Namespace, Settings], int], text: str,
+             ) -> argparse.ArgumentParser:
+    sub = commands.add_parser(name, help=text, description=text)
+    sub.set_defaults(handler=handler)
+    return sub
+
+
+def _directory_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--directory", metavar="PATH", type=Path,
+                        help="center directory YAML (default: $FASTTRACK_DIRECTORY, "
+                             "else the sample directory shipped with the package)")
+
+
+def _timestamp(text: str) -> datetime:
+    if not RFC3339_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an RFC 3339 date-time with offset, e.g. 2026-03-02T09:30:00+08:00")
+    return datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+
+
+def _directory(args: argparse.Namespace, settings: Settings) -> CenterDirectory:
+    if args.directory:
+        settings = settings.model_copy(update={"directory": args.directory})
+    return settings.load_directory()
+
+
+def _write(line: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def cmd_route(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.routing import route
+
+    directory = _directory(args, settings)
+    bad = 0
+    for item in _requests(args.requests):
+        if isinstance(item, BadLine):
+            _complain("route", item)
+            bad += 1
+            continue
+        _write(route(item, directory, args.at or item.submitted_at).contract_dict())
+    return EXIT_INVALID if bad else 0
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from services.simulation import SimulationSummary, simulate
+
+    directory = _directory(args, settings)
+    summary = SimulationSummary()
+    started = time.perf_counter()
+
+    def valid_requests():  # type: ignore[no-untyped-def]
+        for item in _requests(args.requests):
+            if isinstance(item, BadLine):
+                _complain("simulate", item)
+                summary.invalid += 1
+            else:
+                yield item
+
+    for count, line in enumerate(simulate(valid_requests(), directory, summary), start=1):
+        _write(line)
+        if args.progress and count % 10_000 == 0:
+            print(f"fasttrack simulate: {count} requests, {time.perf_counter() - started:.1f} s",
+                  file=sys.stderr)
+    sys.stdout.flush()
+    result = summary.as_dict(directory)
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    print(json.dumps(result, ensure_ascii=False, indent=2), file=sys.stderr)
+    return EXIT_INVALID if summary.invalid else 0
+
+
+def _complain(command: str, bad: BadLine) -> None:
+    for line in str(bad).splitlines():
+        print(f"fasttrack {command}: {line}", file=sys.stderr)
+
+
+def cmd_sample_requests(args: argparse.Namespace, settings: Settings) -> int:
+    from services.sample_requests import sample_requests
+
+    if args.count < 0 or args.per_hour <= 0:
+        raise UsageError("--count must be >= 0 and --per-hour > 0")
+    start = args.start or datetime.fromisoformat("2026-11-23T00:00:00+00:00")
+    for request in sample_requests(args.count, start, per_hour=args.per_hour, seed=args.seed):
+        _write(request)
+    return 0
+
+
+def _requests(path: str):  # type: ignore[no-untyped-def]
+    if path != "-" and not Path(path).is_file():
+        raise UsageError(f"{path}: no such file")
+    return read_requests(path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

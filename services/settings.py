@@ -1,0 +1,49 @@
+"""Settings from the environment (prefix ``FASTTRACK_``), built once and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scheduler.directory import CenterDirectory, default_directory, load_directory
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment. No bootstrap servers = embedded broker."""
+
+    model_config = SettingsConfigDict(env_prefix="FASTTRACK_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str | None = None
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None
+    topic_prefix: str = "fasttrack"
+    topic_partitions: int = Field(default=6, ge=1, le=1000)
+    var_dir: Path = Path("var")
+    database_url: str | None = None
+    directory: Path | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    outbox_dir: Path | None = None
+    api_keys: str | None = None
+    workers: int = Field(default=1, ge=1, le=32)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.kafka_bootstrap
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_dir / 'fasttrack.db'}"
+
+    @property
+    def resolved_outbox_dir(self) -> Path:
+        return self.outbox_dir or self.var_dir / "outbox"
+
+    def load_directory(self) -> CenterDirectory:
+        """The configured directory, or the sample one shipped in the package."""
+        return load_directory(self.directory) if self.directory else default_directory()
