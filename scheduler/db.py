@@ -1,0 +1,221 @@
+"""Database tables and engines for the ledgers (SQLite by default, PostgreSQL in production).
+
+The tables here describe the schema for queries and for alembic autogenerate. The schema itself is
+created by the migrations (``services.database.upgrade_database``), which also add what only one
+dialect can express: the PostgreSQL exclusion constraint and the SQLite triggers that keep a
+specialist from being double-booked. Do not use ``metadata.create_all`` for a real database.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Connection,
+    DateTime,
+    Dialect,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_SQLITE_BEGIN = "fasttrack_sqlite_begin"  # execution option read by _begin_immediate
+
+# Fixed width, so that SQLite's text comparison orders timestamps correctly (triggers, ranges).
+SQLITE_UTC_FORMAT = (
+    "%(year)04d-%(month)02d-%(day)02dT%(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06dZ"
+)
+_SQLITE_UTC_REGEXP = r"(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)\.(\d+)Z"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware datetime stored in UTC: ``timestamptz`` on PostgreSQL, fixed-width text on SQLite.
+
+    SQLite's own DATETIME drops the offset of an aware value, so it is converted to UTC first.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(
+                sqlite.DATETIME(storage_format=SQLITE_UTC_FORMAT, regexp=_SQLITE_UTC_REGEXP)
+            )
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given; timestamps must be aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+_Id = BigInteger().with_variant(Integer, "sqlite")  # INTEGER PRIMARY KEY is SQLite's rowid
+
+meetings = Table(
+    "meetings", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("request_id", String(64), nullable=False),
+    Column("center_id", String(100), nullable=False),
+    Column("specialist_id", String(100), nullable=False),
+    Column("language", String(35), nullable=False),
+    Column("start_utc", UtcDateTime(), nullable=False),
+    Column("end_utc", UtcDateTime(), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("uid", String(255), nullable=False),
+    Column("join_url", Text),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    CheckConstraint("status IN ('active', 'cancelled')", name="ck_meetings_status"),
+    CheckConstraint("end_utc > start_utc", name="ck_meetings_not_empty"),
+    Index("ix_meetings_specialist_start", "specialist_id", "start_utc"),
+    Index("ix_meetings_uid", "uid"),
+    Index(
+        "uq_meetings_active_request", "request_id", unique=True,
+        sqlite_where=text("status = 'active'"), postgresql_where=text("status = 'active'"),
+    ),
+)
+
+requests = Table(
+    "requests", metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("body_hash", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("center_id", String(100)),
+    Column("source", String(32), nullable=False),
+    Column("partner_id", String(200)),
+    Column("tenant_id", String(200), nullable=False),
+    Column("submitted_at", UtcDateTime(), nullable=False),
+    Column("accepted_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    CheckConstraint(
+        "status IN ('accepted', 'routed', 'booked', 'invited', 'escalated', 'cancelled', "
+        "'rejected', 'deadlettered')",
+        name="ck_requests_status",
+    ),
+    Index("ix_requests_status_updated", "status", "updated_at"),
+)
+
+request_events = Table(
+    "request_events", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("request_id", String(64),
+           ForeignKey("requests.request_id", ondelete="CASCADE"), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("detail", Text),
+    # sha256 of status + canonical detail: the same event applied twice is stored once.
+    Column("fingerprint", String(64), nullable=False),
+    UniqueConstraint("request_id", "fingerprint", name="uq_request_events_fingerprint"),
+)
+
+deadletters = Table(
+    "deadletters", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("request_id", String(64)),
+    Column("origin_topic", String(255)),
+    Column("origin_partition", Integer),
+    Column("origin_offset", BigInteger),
+    Column("error_class", String(255), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("headers", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("origin_topic", "origin_partition", "origin_offset",
+                     name="uq_deadletters_origin"),
+    CheckConstraint("state IN ('open', 'redriven', 'discarded')", name="ck_deadletters_state"),
+    Index("ix_deadletters_state_at", "state", "at"),
+    Index("ix_deadletters_request", "request_id"),
+)
+
+invite_deliveries = Table(
+    "invite_deliveries", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("uid", String(255), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("backend", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("detail", Text),
+    Column("attempts", Integer, nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    UniqueConstraint("uid", "sequence", "method", name="uq_invite_deliveries_message"),
+    Index("ix_invite_deliveries_request", "request_id"),
+)
+
+
+def create_engine_for(url: str) -> Engine:
+    """An engine for ``sqlite:///PATH`` or ``postgresql://...`` (psycopg 3), set up for the ledgers.
+
+    SQLite: WAL, a busy timeout, foreign keys, and BEGIN IMMEDIATE so that concurrent writers queue
+    for the write lock instead of failing when a read transaction tries to upgrade.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True)
+    if backend != "sqlite":
+        raise ValueError(f"unsupported database URL {parsed!r}: use sqlite:/// or postgresql://")
+    engine = create_engine(parsed)
+    event.listen(engine, "connect", _configure_sqlite_connection)
+    event.listen(engine, "begin", _begin_immediate)
+    return engine
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    # SQLAlchemy emits BEGIN itself (see _begin_immediate); the sqlite3 driver must not.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _begin_immediate(connection: Connection) -> None:
+    mode = connection.get_execution_options().get(_SQLITE_BEGIN, "IMMEDIATE")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def read_connection(engine: Engine) -> Connection:
+    """A connection for reads only: on SQLite its transactions begin DEFERRED, so readers run
+    beside the writer (WAL) instead of queueing for the write lock. Use as a context manager."""
+    return engine.connect().execution_options(**{_SQLITE_BEGIN: "DEFERRED"})

@@ -1,0 +1,341 @@
+"""The request ledger: what was accepted, where each request stands and how it got there.
+
+Every request has one row in ``requests`` (its body and current status) and a timeline in
+``request_events``. Status only moves forward through the stages accepted < routed < booked <
+invited; escalated, cancelled, rejected and deadlettered are final and stay. An event that arrives
+late (``routed`` after ``invited``) still joins the timeline, ordered by when it happened, but does
+not move the status back. Dead letters are recorded here too, for ops to inspect and redrive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from scheduler.db import deadletters, meetings, read_connection, request_events, requests
+from schemas.events import utc_z
+from schemas.help_request import HelpRequest
+
+
+class RequestState(StrEnum):
+    """Where a request stands. The first four are stages in order; the rest are final."""
+
+    ACCEPTED = "accepted"
+    ROUTED = "routed"
+    BOOKED = "booked"
+    INVITED = "invited"
+    ESCALATED = "escalated"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    DEADLETTERED = "deadlettered"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in _STAGES
+
+
+_STAGES = (RequestState.ACCEPTED, RequestState.ROUTED, RequestState.BOOKED, RequestState.INVITED)
+# In flight: reconciliation looks at these. An invited request can still be cancelled or
+# escalated, but nothing is pending for it.
+IN_FLIGHT = (RequestState.ACCEPTED, RequestState.ROUTED, RequestState.BOOKED)
+
+
+class UnknownRequest(LookupError):
+    """No request with this id was accepted."""
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        super().__init__(f"no request {request_id!r} was accepted")
+
+
+class Acceptance(StrEnum):
+    CREATED = "created"
+    DUPLICATE = "duplicate"  # same id, same body: answer as before, store nothing
+    CONFLICT = "conflict"  # same id, different body: refuse (HTTP 409)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptOutcome:
+    kind: Acceptance
+    request_id: str
+    status: RequestState  # the stored request's current status
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    status: RequestState
+    at: datetime
+    detail: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class MeetingSummary:
+    start: datetime
+    end: datetime
+    specialist_id: str
+    join_url: str | None
+    uid: str
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStatus:
+    """A request's status with its meeting and timeline (DESIGN §11, ``GET /v1/requests/{id}``)."""
+
+    request_id: str
+    status: RequestState
+    center_id: str | None
+    meeting: MeetingSummary | None
+    timeline: list[TimelineEntry]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """JSON-ready, timestamps as UTC ``...Z``."""
+        meeting = self.meeting
+        return {
+            "request_id": self.request_id,
+            "status": self.status.value,
+            "center_id": self.center_id,
+            "meeting": None if meeting is None else {
+                "start": utc_z(meeting.start), "end": utc_z(meeting.end),
+                "specialist_id": meeting.specialist_id, "join_url": meeting.join_url,
+                "uid": meeting.uid, "sequence": meeting.sequence,
+            },
+            "timeline": [
+                {"status": e.status.value, "at": utc_z(e.at), "detail": e.detail}
+                for e in self.timeline
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    request_id: str | None
+    origin_topic: str | None
+    origin_partition: int | None
+    origin_offset: int | None
+    error_class: str
+    message: str
+    payload: bytes
+    headers: dict[str, str]
+    attempts: int
+    at: datetime
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    request_id: str
+    status: RequestState
+    updated_at: datetime
+
+
+def canonical_json(data: Any) -> str:
+    """One text per JSON value: sorted keys, no spaces, UTF-8 kept as is."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical_body_hash(data: Mapping[str, Any]) -> str:
+    """sha256 (hex) of the canonical JSON of a request body: equal bodies, equal hashes."""
+    return hashlib.sha256(canonical_json(data).encode("utf-8")).hexdigest()
+
+
+def _supersedes(new: RequestState, current: RequestState) -> bool:
+    if current.is_final:
+        return False
+    return new.is_final or _STAGES.index(new) >= _STAGES.index(current)
+
+
+class RequestStore:
+    """Requests, their status timelines and dead letters in SQL; one transaction per call."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def accept(self, request: HelpRequest, body_hash: str, now: datetime) -> AcceptOutcome:
+        """Store a new request as ``accepted``, or say it is a duplicate or a conflicting reuse."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(requests).values(
+                    request_id=request.request_id, body_hash=body_hash,
+                    body=canonical_json(request.to_json_dict()),
+                    status=RequestState.ACCEPTED.value,
+                    center_id=None, source=request.source.value,
+                    partner_id=request.partner.id if request.partner else None,
+                    tenant_id=request.tenant.id, submitted_at=request.submitted_at,
+                    accepted_at=now, updated_at=now,
+                ))
+                conn.execute(insert(request_events).values(
+                    _event(request.request_id, RequestState.ACCEPTED, now, None)
+                ))
+        except IntegrityError:
+            with read_connection(self._engine) as conn:
+                row = conn.execute(
+                    select(requests.c.body_hash, requests.c.status)
+                    .where(requests.c.request_id == request.request_id)
+                ).first()
+            if row is None:
+                raise
+            kind = Acceptance.DUPLICATE if row.body_hash == body_hash else Acceptance.CONFLICT
+            return AcceptOutcome(kind, request.request_id, RequestState(row.status))
+        return AcceptOutcome(Acceptance.CREATED, request.request_id, RequestState.ACCEPTED)
+
+    def advance(self, request_id: str, status: str, now: datetime,
+                detail: Mapping[str, Any] | None = None,
+                center_id: str | None = None) -> RequestState:
+        """Add ``status`` at ``now`` to the timeline and move the status forward if it is later.
+
+        The same status with the same detail is recorded once. Returns the status after the
+        call, so a caller can see that the request was, say, cancelled in the meantime.
+        """
+        new = RequestState(status)
+        event = _event(request_id, new, now, detail)
+        with self._engine.begin() as conn:
+            # FOR UPDATE serializes advances of one request on PostgreSQL; SQLite already has
+            # the write lock (BEGIN IMMEDIATE).
+            current_text = conn.execute(
+                select(requests.c.status).where(requests.c.request_id == request_id)
+                .with_for_update()
+            ).scalar_one_or_none()
+            if current_text is None:
+                raise UnknownRequest(request_id)
+            current = RequestState(current_text)
+            seen = conn.execute(select(request_events.c.id).where(
+                request_events.c.request_id == request_id,
+                request_events.c.fingerprint == event["fingerprint"],
+            )).first()
+            if seen is not None:
+                return current
+            conn.execute(insert(request_events).values(event))
+            if not _supersedes(new, current):
+                return current
+            values: dict[str, Any] = {"status": new.value, "updated_at": now}
+            if center_id is not None:
+                values["center_id"] = center_id
+            conn.execute(
+                update(requests).where(requests.c.request_id == request_id).values(values)
+            )
+        return new
+
+    def status(self, request_id: str) -> RequestStatus | None:
+        """The request's status, center, active meeting and timeline (oldest first)."""
+        active = and_(meetings.c.request_id == requests.c.request_id,
+                      meetings.c.status == "active")
+        query = (
+            select(requests.c.status, requests.c.center_id, meetings.c.start_utc,
+                   meetings.c.end_utc, meetings.c.specialist_id, meetings.c.join_url,
+                   meetings.c.uid, meetings.c.revision)
+            .select_from(requests.outerjoin(meetings, active))
+            .where(requests.c.request_id == request_id)
+        )
+        timeline_query = (
+            select(request_events.c.status, request_events.c.at, request_events.c.detail)
+            .where(request_events.c.request_id == request_id)
+            .order_by(request_events.c.at, request_events.c.id)
+        )
+        with read_connection(self._engine) as conn:
+            row = conn.execute(query).first()
+            if row is None:
+                return None
+            timeline = [
+                TimelineEntry(RequestState(e.status), e.at,
+                              None if e.detail is None else json.loads(e.detail))
+                for e in conn.execute(timeline_query)
+            ]
+        meeting = None if row.uid is None else MeetingSummary(
+            start=row.start_utc, end=row.end_utc, specialist_id=row.specialist_id,
+            join_url=row.join_url, uid=row.uid, sequence=row.revision,
+        )
+        return RequestStatus(request_id, RequestState(row.status), row.center_id, meeting,
+                             timeline)
+
+    def non_final(self, older_than: datetime, limit: int = 500) -> list[PendingRequest]:
+        """Requests still in flight (accepted, routed, booked) whose status last moved before
+        ``older_than``, oldest first: candidates for reconciliation."""
+        query = (
+            select(requests.c.request_id, requests.c.status, requests.c.updated_at)
+            .where(requests.c.status.in_([s.value for s in IN_FLIGHT]),
+                   requests.c.updated_at < older_than)
+            .order_by(requests.c.updated_at, requests.c.request_id)
+            .limit(limit)
+        )
+        with read_connection(self._engine) as conn:
+            return [PendingRequest(r.request_id, RequestState(r.status), r.updated_at)
+                    for r in conn.execute(query)]
+
+    def record_deadletter(
+        self, *, request_id: str | None, origin_topic: str | None,
+        origin_partition: int | None, origin_offset: int | None, error_class: str,
+        message: str, payload: bytes, headers: Mapping[str, str], now: datetime,
+        attempts: int = 1,
+    ) -> int:
+        """Record what was sent to the dead-letter topic; return its id.
+
+        A record from the same topic/partition/offset (a redelivery) is stored once.
+        """
+        try:
+            with self._engine.begin() as conn:
+                result = conn.execute(insert(deadletters).values(
+                    request_id=request_id, origin_topic=origin_topic,
+                    origin_partition=origin_partition, origin_offset=origin_offset,
+                    error_class=error_class, message=message, payload=payload,
+                    headers=canonical_json(dict(headers)), attempts=attempts, at=now,
+                    state="open", updated_at=now,
+                ).returning(deadletters.c.id))
+                return int(result.scalar_one())
+        except IntegrityError:
+            if origin_topic is None:
+                raise
+            with read_connection(self._engine) as conn:
+                existing = conn.execute(select(deadletters.c.id).where(
+                    deadletters.c.origin_topic == origin_topic,
+                    deadletters.c.origin_partition == origin_partition,
+                    deadletters.c.origin_offset == origin_offset,
+                )).scalar_one_or_none()
+            if existing is None:
+                raise
+            return int(existing)
+
+    def list_deadletters(self, state: str | None = "open", request_id: str | None = None,
+                         limit: int = 100) -> list[DeadLetter]:
+        """Dead letters, oldest first; ``state=None`` lists every state."""
+        query = select(deadletters).order_by(deadletters.c.at, deadletters.c.id).limit(limit)
+        if state is not None:
+            query = query.where(deadletters.c.state == state)
+        if request_id is not None:
+            query = query.where(deadletters.c.request_id == request_id)
+        with read_connection(self._engine) as conn:
+            return [
+                DeadLetter(
+                    id=r.id, request_id=r.request_id, origin_topic=r.origin_topic,
+                    origin_partition=r.origin_partition, origin_offset=r.origin_offset,
+                    error_class=r.error_class, message=r.message, payload=bytes(r.payload),
+                    headers=json.loads(r.headers), attempts=r.attempts, at=r.at, state=r.state,
+                )
+                for r in conn.execute(query)
+            ]
+
+    def set_deadletter_state(self, deadletter_id: int, state: str, now: datetime) -> bool:
+        """Mark a dead letter ``redriven`` or ``discarded`` (or ``open`` again); False if absent."""
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(deadletters).where(deadletters.c.id == deadletter_id)
+                .values(state=state, updated_at=now)
+            )
+        return result.rowcount == 1
+
+
+def _event(request_id: str, status: RequestState, at: datetime,
+           detail: Mapping[str, Any] | None) -> dict[str, Any]:
+    detail_json = None if detail is None else canonical_json(dict(detail))
+    fingerprint = hashlib.sha256(f"{status.value}\n{detail_json}".encode()).hexdigest()
+    return {"request_id": request_id, "at": at, "status": status.value, "detail": detail_json,
+            "fingerprint": fingerprint}

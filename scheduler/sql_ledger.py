@@ -1,0 +1,162 @@
+"""The booking ledger in SQL (SQLite or PostgreSQL), with the database as the arbiter.
+
+``record`` does not look before it leaps: it inserts, and the schema refuses a second active
+meeting for a request (partial unique index) or an overlapping active meeting for a specialist
+(exclusion constraint on PostgreSQL, trigger on SQLite). Their errors become the protocol's
+:class:`SpecialistBusy` and :class:`RequestAlreadyBooked`, so concurrent workers cannot double-book.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import Engine, Row, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from scheduler.db import meetings, read_connection
+from scheduler.ledger import RequestAlreadyBooked, Span, SpecialistBusy
+from schemas.events import Meeting
+
+_REQUEST_INDEX = "uq_meetings_active_request"
+_EXCLUSION_VIOLATION = "23P01"  # PostgreSQL SQLSTATE
+_UNIQUE_VIOLATION = "23505"
+_RETRYABLE = {"40P01", "40001"}  # deadlock detected, serialization failure
+_ATTEMPTS = 8
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None)  # psycopg has it; sqlite3 does not
+
+
+def _conflict(exc: IntegrityError) -> Literal["request", "specialist"] | None:
+    """Which booking rule the database refused, or None for any other integrity error."""
+    orig: Any = exc.orig
+    sqlstate = _sqlstate(exc)
+    if sqlstate is not None:
+        constraint = getattr(getattr(orig, "diag", None), "constraint_name", None)
+        if sqlstate == _EXCLUSION_VIOLATION:
+            return "specialist"
+        if sqlstate == _UNIQUE_VIOLATION and constraint == _REQUEST_INDEX:
+            return "request"
+        return None
+    message = str(orig)  # sqlite3 carries no constraint name beyond the message
+    if "specialist_busy" in message:
+        return "specialist"
+    if "UNIQUE constraint failed: meetings.request_id" in message:
+        return "request"
+    return None
+
+
+def _meeting(row: Row[Any]) -> Meeting:
+    return Meeting(
+        request_id=row.request_id, center_id=row.center_id, specialist_id=row.specialist_id,
+        language=row.language, start=row.start_utc, end=row.end_utc, revision=row.revision,
+        uid=row.uid, join_url=row.join_url,
+    )
+
+
+class SqlBookingLedger:
+    """:class:`scheduler.ledger.BookingLedger` on a SQLAlchemy engine; one transaction per call.
+
+    ``clock`` stamps ``created_at``/``updated_at`` only; booking decisions never read it.
+    """
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime] = _utc_now) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    def meeting_for(self, request_id: str) -> Meeting | None:
+        """The active meeting of a request, if any."""
+        query = select(meetings).where(
+            meetings.c.request_id == request_id, meetings.c.status == "active"
+        )
+        with read_connection(self._engine) as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _meeting(row)
+
+    def schedules(self, specialist_ids: Iterable[str], start: datetime,
+                  end: datetime) -> dict[str, list[Span]]:
+        """Each specialist's busy spans that overlap [start, end), sorted by start; one query."""
+        result: dict[str, list[Span]] = {sid: [] for sid in specialist_ids}
+        if not result:
+            return result
+        query = (
+            select(meetings.c.specialist_id, meetings.c.start_utc, meetings.c.end_utc)
+            .where(
+                meetings.c.specialist_id.in_(list(result)),
+                meetings.c.status == "active",
+                meetings.c.start_utc < end,
+                meetings.c.end_utc > start,
+            )
+            .order_by(meetings.c.specialist_id, meetings.c.start_utc)
+        )
+        with read_connection(self._engine) as conn:
+            for specialist_id, span_start, span_end in conn.execute(query):
+                result[specialist_id].append((span_start, span_end))
+        return result
+
+    def record(self, meeting: Meeting) -> Meeting:
+        """Record a meeting; raise SpecialistBusy or RequestAlreadyBooked if it conflicts.
+
+        As in the in-memory ledger, a request that already has a meeting wins over a busy
+        specialist when both apply.
+        """
+        if meeting.end <= meeting.start:
+            raise ValueError(f"meeting for {meeting.request_id} ends before it starts")
+        attempt = 1
+        while True:
+            try:
+                self._insert(meeting)
+                return meeting
+            except IntegrityError as exc:
+                conflict = _conflict(exc)
+                if conflict is None:
+                    raise
+                existing = self.meeting_for(meeting.request_id)
+                if existing is not None:
+                    raise RequestAlreadyBooked(existing) from exc
+                if conflict == "specialist":
+                    raise SpecialistBusy(meeting.specialist_id, meeting.start) from exc
+                # The request's meeting was released since our insert failed: try again.
+                if attempt == _ATTEMPTS:
+                    raise
+            except OperationalError as exc:
+                # Concurrent inserts checking the exclusion constraint against each other's
+                # uncommitted rows can deadlock; PostgreSQL aborts one, which tries again and
+                # then sees the winner's row (SpecialistBusy) or a free slot.
+                if _sqlstate(exc) not in _RETRYABLE or attempt == _ATTEMPTS:
+                    raise
+                # Jittered backoff, or the same contenders deadlock again in lockstep.
+                time.sleep(random.uniform(0, 0.005 * 2 ** attempt))
+            attempt += 1
+
+    def release(self, request_id: str) -> Meeting | None:
+        """Cancel the request's active meeting (the row stays as history); return what was freed."""
+        statement = (
+            update(meetings)
+            .where(meetings.c.request_id == request_id, meetings.c.status == "active")
+            .values(status="cancelled", updated_at=self._clock())
+            .returning(*meetings.c)
+        )
+        with self._engine.begin() as conn:
+            row = conn.execute(statement).first()
+        return None if row is None else _meeting(row)
+
+    def _insert(self, meeting: Meeting) -> None:
+        now = self._clock()
+        with self._engine.begin() as conn:
+            conn.execute(insert(meetings).values(
+                request_id=meeting.request_id, center_id=meeting.center_id,
+                specialist_id=meeting.specialist_id, language=meeting.language,
+                start_utc=meeting.start, end_utc=meeting.end, revision=meeting.revision,
+                uid=meeting.uid, join_url=meeting.join_url, status="active",
+                created_at=now, updated_at=now,
+            ))

@@ -1,0 +1,391 @@
+"""The booking ledger contract, run against every ledger: in memory, SQLite and PostgreSQL.
+
+The concurrency and raw-SQL tests show that the database itself refuses a double booking
+(DESIGN §7), not the code in front of it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from itertools import pairwise
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import IntegrityError, StatementError
+
+from scheduler.db import SQLITE_BUSY_TIMEOUT_MS, create_engine_for, meetings, metadata
+from scheduler.ledger import (
+    BookingLedger,
+    InMemoryLedger,
+    RequestAlreadyBooked,
+    Span,
+    SpecialistBusy,
+)
+from scheduler.sql_ledger import SqlBookingLedger
+from schemas.events import Meeting
+
+pytest_plugins = ["tests.integration.db_fixtures"]
+pytestmark = pytest.mark.integration
+
+DIALECTS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+DAY = datetime(2026, 3, 2, tzinfo=UTC)
+TAIPEI = timezone(timedelta(hours=8))
+
+
+def at(hhmm: str, tz: timezone = UTC) -> datetime:
+    """``hh:mm`` on 2026-03-02 in ``tz``."""
+    hours, minutes = map(int, hhmm.split(":"))
+    return datetime(2026, 3, 2, hours, minutes, tzinfo=tz)
+
+
+def meeting(request_id: str, start: datetime, end: datetime,
+            specialist_id: str = "tpe-01") -> Meeting:
+    return Meeting(request_id=request_id, center_id="taipei", specialist_id=specialist_id,
+                   language="zh-Hant", start=start, end=end, uid=f"{request_id}@fasttrack.test")
+
+
+def busy(ledger: BookingLedger, specialist_ids: list[str], start: datetime,
+         end: datetime) -> dict[str, list[Span]]:
+    """``ledger.schedules`` cut to [start, end): the protocol lets a ledger return more spans.
+
+    Also checks what the protocol promises of every list: sorted and non-overlapping.
+    """
+    schedules = ledger.schedules(iter(specialist_ids), start, end)
+    assert set(schedules) == set(specialist_ids)
+    for spans in schedules.values():
+        assert all(a[1] <= b[0] for a, b in pairwise(spans))
+    return {sid: [s for s in spans if s[0] < end and start < s[1]]
+            for sid, spans in schedules.items()}
+
+
+@pytest.fixture(params=[pytest.param("memory", id="memory"), *DIALECTS])
+def ledger(request: pytest.FixtureRequest,
+           new_database: Callable[[str], str]) -> Iterator[BookingLedger]:
+    """Each ledger in turn, empty."""
+    if request.param == "memory":
+        yield InMemoryLedger()
+        return
+    engine = create_engine_for(new_database(request.param))
+    yield SqlBookingLedger(engine)
+    engine.dispose()
+
+
+# --- the protocol -------------------------------------------------------------------------
+
+def test_a_recorded_meeting_is_the_requests_meeting(ledger: BookingLedger) -> None:
+    booked = meeting("r1", at("18:00", TAIPEI), at("19:00", TAIPEI))
+    assert ledger.record(booked) == booked
+    found = ledger.meeting_for("r1")
+    assert found == booked
+    assert found is not None and found.start == at("10:00") and found.start.tzinfo == UTC
+    assert ledger.meeting_for("unknown") is None
+
+
+@pytest.mark.parametrize(("start", "end", "specialist_id", "busy"), [
+    pytest.param(at("10:00"), at("11:00"), "tpe-01", True, id="same-slot"),
+    pytest.param(at("18:00", TAIPEI), at("19:00", TAIPEI), "tpe-01", True,
+                 id="same-slot-other-offset"),
+    pytest.param(at("10:30"), at("11:30"), "tpe-01", True, id="overlaps-end"),
+    pytest.param(at("09:30"), at("10:30"), "tpe-01", True, id="overlaps-start"),
+    pytest.param(at("10:15"), at("10:45"), "tpe-01", True, id="inside"),
+    pytest.param(at("09:00"), at("12:00"), "tpe-01", True, id="around"),
+    pytest.param(at("10:59"), at("11:59"), "tpe-01", True, id="one-minute-overlap"),
+    pytest.param(at("11:00"), at("12:00"), "tpe-01", False, id="touching-after"),
+    pytest.param(at("09:00"), at("10:00"), "tpe-01", False, id="touching-before"),
+    pytest.param(at("19:00", TAIPEI), at("20:00", TAIPEI), "tpe-01", False,
+                 id="touching-after-other-offset"),
+    pytest.param(at("10:00"), at("11:00"), "tpe-02", False, id="other-specialist"),
+])
+def test_overlap_rules(ledger: BookingLedger, start: datetime, end: datetime,
+                       specialist_id: str, busy: bool) -> None:
+    ledger.record(meeting("r1", at("10:00"), at("11:00")))
+    candidate = meeting("r2", start, end, specialist_id)
+    if busy:
+        with pytest.raises(SpecialistBusy) as raised:
+            ledger.record(candidate)
+        assert raised.value.specialist_id == specialist_id
+        assert ledger.meeting_for("r2") is None
+    else:
+        assert ledger.record(candidate) == candidate
+        assert ledger.meeting_for("r2") == candidate
+
+
+def test_one_active_meeting_per_request(ledger: BookingLedger) -> None:
+    first = ledger.record(meeting("r1", at("10:00"), at("11:00")))
+    with pytest.raises(RequestAlreadyBooked) as raised:
+        ledger.record(meeting("r1", at("14:00"), at("15:00"), "tpe-02"))
+    assert raised.value.existing == first
+
+
+def test_an_already_booked_request_wins_over_a_busy_specialist(ledger: BookingLedger) -> None:
+    first = ledger.record(meeting("r1", at("10:00"), at("11:00")))
+    with pytest.raises(RequestAlreadyBooked) as raised:
+        ledger.record(first)  # a redelivery of the same booking
+    assert raised.value.existing == first
+
+
+def test_release_frees_the_slot_and_the_request(ledger: BookingLedger) -> None:
+    first = ledger.record(meeting("r1", at("10:00"), at("11:00")))
+    assert ledger.release("r1") == first
+    assert ledger.meeting_for("r1") is None
+    assert ledger.release("r1") is None
+    assert ledger.release("never-booked") is None
+    other = meeting("r2", at("10:00"), at("11:00"))
+    assert ledger.record(other) == other
+    rebooked = meeting("r1", at("11:00"), at("12:00"))
+    assert ledger.record(rebooked) == rebooked
+    assert busy(ledger, ["tpe-01"], at("00:00"), at("23:00")) == {
+        "tpe-01": [(at("10:00"), at("11:00")), (at("11:00"), at("12:00"))],
+    }
+
+
+def test_schedules_lists_overlapping_spans_per_specialist_sorted(ledger: BookingLedger) -> None:
+    ledger.record(meeting("a3", at("15:00"), at("16:00"), "a"))
+    ledger.record(meeting("a1", at("08:00"), at("09:00"), "a"))  # ends at the window start
+    ledger.record(meeting("a2", at("09:30"), at("11:30"), "a"))
+    ledger.record(meeting("a4", at("17:00"), at("18:00"), "a"))  # starts at the window end
+    ledger.record(meeting("b1", at("12:00"), at("13:00"), "b"))
+    ledger.record(meeting("b2", at("13:00"), at("14:00"), "b"))
+    ledger.record(meeting("c1", at("12:00"), at("13:00"), "c"))
+    ledger.release("b2")
+
+    assert busy(ledger, ["a", "b", "nobody"], at("09:00"), at("17:00")) == {
+        "a": [(at("09:30"), at("11:30")), (at("15:00"), at("16:00"))],
+        "b": [(at("12:00"), at("13:00"))],
+        "nobody": [],
+    }
+    assert ledger.schedules([], at("09:00"), at("17:00")) == {}
+
+
+def test_timestamps_order_across_days_years_and_offsets(ledger: BookingLedger) -> None:
+    new_year = datetime(2027, 1, 1, tzinfo=UTC)
+    late = meeting("y1", new_year - timedelta(hours=1), new_year)
+    ledger.record(late)
+    ledger.record(meeting("y2", new_year, new_year + timedelta(hours=1)))
+    with pytest.raises(SpecialistBusy):  # 07:30+08:00 on Jan 1 is 23:30Z on Dec 31
+        ledger.record(meeting("y3", datetime(2027, 1, 1, 7, 30, tzinfo=TAIPEI),
+                              datetime(2027, 1, 1, 8, 15, tzinfo=TAIPEI)))
+    window = busy(ledger, ["tpe-01"], new_year - timedelta(minutes=30),
+                  new_year + timedelta(microseconds=1))
+    assert window == {"tpe-01": [(late.start, late.end), (new_year, new_year + timedelta(hours=1))]}
+
+
+Action = tuple[str, str, str, int, int]  # (record|release, request, specialist, start, minutes)
+
+actions = st.lists(
+    st.tuples(
+        st.sampled_from(["record", "record", "record", "release"]),
+        st.sampled_from(["r1", "r2", "r3", "r4", "r5"]),
+        st.sampled_from(["a", "b"]),
+        st.integers(0, 16),  # quarter hours after 09:00
+        st.sampled_from([15, 30, 45, 60, 90]),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(script=actions, offset_hours=st.integers(-11, 13))
+def test_every_ledger_agrees_with_the_in_memory_model(
+    ledger: BookingLedger, script: list[Action], offset_hours: int
+) -> None:
+    """Any sequence of bookings and releases has the outcome the in-memory ledger gives it."""
+    model = InMemoryLedger()
+    prefix = uuid.uuid4().hex[:8]  # the ledger fixture outlives examples: keep them apart
+    zone = timezone(timedelta(hours=offset_hours))
+    for verb, request_id, specialist_id, quarter, minutes in script:
+        rid, sid = f"{prefix}-{request_id}", f"{prefix}-{specialist_id}"
+        if verb == "release":
+            assert ledger.release(rid) == model.release(rid)
+            continue
+        start = (at("09:00") + timedelta(minutes=15 * quarter)).astimezone(zone)
+        candidate = meeting(rid, start, start + timedelta(minutes=minutes), sid)
+        assert _outcome(ledger, candidate) == _outcome(model, candidate)
+    ids = [f"{prefix}-a", f"{prefix}-b"]
+    assert busy(ledger, ids, at("00:00"), at("23:00")) == busy(
+        model, ids, at("00:00"), at("23:00"))
+
+
+def _outcome(ledger: BookingLedger, candidate: Meeting) -> str:
+    try:
+        ledger.record(candidate)
+    except SpecialistBusy:
+        return "busy"
+    except RequestAlreadyBooked as exc:
+        return f"already:{exc.existing.start.isoformat()}"
+    return "recorded"
+
+
+# --- the database is the arbiter ----------------------------------------------------------
+
+THREADS = 8
+SLOTS = 4
+
+
+@pytest.mark.parametrize("database_url", DIALECTS, indirect=True)
+def test_concurrent_workers_never_double_book(database_url: str, engine: Engine) -> None:
+    """Each thread, with its own engine, sees a free schedule and then races to book it."""
+    barrier = threading.Barrier(THREADS, timeout=60)
+    wins: list[tuple[int, str]] = []
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        engine = create_engine_for(database_url)
+        ledger = SqlBookingLedger(engine)
+        try:
+            for slot in range(SLOTS):
+                start = at("10:00") + timedelta(hours=2 * slot, minutes=5 * n)  # all overlap
+                candidate = meeting(f"t{n}-s{slot}", start, start + timedelta(hours=1))
+                assert busy(ledger, ["tpe-01"], start, candidate.end) == {"tpe-01": []}
+                barrier.wait()
+                try:
+                    ledger.record(candidate)
+                    wins.append((slot, candidate.request_id))
+                except SpecialistBusy:
+                    pass
+                barrier.wait()
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sorted(slot for slot, _ in wins) == list(range(SLOTS))
+    assert _active_meetings(engine) == SLOTS
+
+
+def _book_in_process(url: str, n: int, barrier: threading.Barrier,
+                     results: multiprocessing.Queue[tuple[int, str]]) -> None:
+    engine = create_engine_for(url)
+    try:
+        start = at("10:00") + timedelta(minutes=10 * n)
+        barrier.wait()
+        SqlBookingLedger(engine).record(meeting(f"p{n}", start, start + timedelta(hours=1)))
+        results.put((n, "won"))
+    except SpecialistBusy:
+        results.put((n, "busy"))
+    except BaseException as exc:  # tell the parent now rather than let it time out
+        barrier.abort()
+        results.put((n, f"error: {exc!r}"))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database_url", DIALECTS, indirect=True)
+def test_concurrent_processes_never_double_book(database_url: str, engine: Engine) -> None:
+    processes_n = 4
+    spawn = multiprocessing.get_context("spawn")
+    barrier = spawn.Barrier(processes_n, timeout=120)
+    results: multiprocessing.Queue[tuple[int, str]] = spawn.Queue()
+    processes = [
+        spawn.Process(target=_book_in_process, args=(database_url, n, barrier, results))
+        for n in range(processes_n)
+    ]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+
+    assert sorted(outcome for _, outcome in outcomes) == ["busy"] * (processes_n - 1) + ["won"]
+    assert _active_meetings(engine) == 1
+
+
+def _active_meetings(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(
+            select(func.count()).select_from(meetings).where(meetings.c.status == "active")
+        ).scalar_one())
+
+
+RAW_INSERT = text(
+    "INSERT INTO meetings (request_id, center_id, specialist_id, language, start_utc, end_utc,"
+    " revision, uid, status, created_at, updated_at) VALUES (:request_id, 'taipei', :specialist,"
+    " 'en', :start, :end, 1, :request_id, :status, :start, :start)"
+)
+
+
+def _stamp(engine: Engine, hhmm: str) -> str:
+    """A literal timestamp as a hand-written INSERT would give it, in the schema's format."""
+    if engine.dialect.name == "sqlite":
+        return f"2026-03-02T{hhmm}:00.000000Z"
+    return f"2026-03-02T{hhmm}:00Z"
+
+
+@pytest.mark.parametrize("database_url", DIALECTS, indirect=True)
+def test_raw_sql_that_bypasses_the_ledger_cannot_double_book(engine: Engine) -> None:
+    SqlBookingLedger(engine).record(meeting("r1", at("10:00"), at("11:00")))
+
+    def insert(request_id: str, start: str, end: str, status: str = "active",
+               specialist: str = "tpe-01") -> None:
+        with engine.begin() as conn:
+            conn.execute(RAW_INSERT, {
+                "request_id": request_id, "specialist": specialist, "status": status,
+                "start": _stamp(engine, start), "end": _stamp(engine, end),
+            })
+
+    with pytest.raises(IntegrityError):
+        insert("r2", "10:30", "11:30")
+    with pytest.raises(IntegrityError):
+        insert("r1", "14:00", "15:00", specialist="tpe-02")  # a second active meeting for r1
+    insert("r3", "11:00", "12:00")  # touching is fine
+    insert("r4", "10:30", "11:30", status="cancelled")  # cancelled meetings hold no slot
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text("UPDATE meetings SET status = 'active' WHERE request_id = 'r4'"))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text("UPDATE meetings SET specialist_id = 'tpe-01', start_utc = :start"
+                          " WHERE request_id = 'r3'"), {"start": _stamp(engine, "10:45")})
+    assert _active_meetings(engine) == 2
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sqlite_refuses_timestamps_that_would_not_sort(engine: Engine) -> None:
+    """Text comparison is only time order for the fixed-width UTC form the schema stores."""
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(RAW_INSERT, {"request_id": "r1", "specialist": "tpe-01", "status": "active",
+                                  "start": "2026-03-02 10:00:00", "end": "2026-03-02 11:00:00"})
+
+
+# --- engine and schema --------------------------------------------------------------------
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sqlite_engine_uses_wal_busy_timeout_foreign_keys(engine: Engine) -> None:
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == SQLITE_BUSY_TIMEOUT_MS
+
+
+@pytest.mark.parametrize("database_url", DIALECTS, indirect=True)
+def test_migrations_create_what_the_metadata_describes(engine: Engine) -> None:
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+
+
+@pytest.mark.parametrize("database_url", DIALECTS, indirect=True)
+def test_naive_datetimes_are_refused(engine: Engine) -> None:
+    with pytest.raises(StatementError, match="naive datetime"), engine.begin() as conn:
+        conn.execute(meetings.insert().values(
+            request_id="r1", center_id="taipei", specialist_id="tpe-01", language="en",
+            start_utc=datetime(2026, 3, 2, 10), end_utc=at("11:00"), revision=1, uid="u",
+            status="active", created_at=at("09:00"), updated_at=at("09:00"),
+        ))
