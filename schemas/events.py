@@ -6,7 +6,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
 
 from schemas.help_request import HelpRequest
 
@@ -104,6 +112,12 @@ class Meeting(_Event):
     revision: int = 1
     uid: str
     join_url: str | None = None
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> Meeting:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
 
 
 class MeetingBooked(_Event):
