@@ -8,6 +8,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scheduler.directory import CenterDirectory, default_directory, load_directory
+from services.kafka_config import KafkaSettings
+from services.topics import TopicNames
 
 
 class Settings(BaseSettings):
@@ -16,6 +18,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FASTTRACK_", extra="ignore", frozen=True)
 
     kafka_bootstrap: str | None = None
+    kafka_embedded: bool = False  # set by `fasttrack up` for the processes it starts
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
@@ -34,7 +37,25 @@ class Settings(BaseSettings):
 
     @property
     def embedded(self) -> bool:
-        return not self.kafka_bootstrap
+        """No cluster configured (start one), or told by `up` it talks to the embedded one."""
+        return self.kafka_embedded or not self.kafka_bootstrap
+
+    def kafka(self, bootstrap: str | None = None) -> KafkaSettings:
+        """Client settings; ``bootstrap`` is the embedded broker's address when one was started."""
+        address = bootstrap or self.kafka_bootstrap
+        if not address:
+            raise ValueError("no Kafka bootstrap servers: set FASTTRACK_KAFKA_BOOTSTRAP "
+                             "or start the embedded broker with `fasttrack up`")
+        return KafkaSettings(
+            bootstrap=address, security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism, sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password, ssl_cafile=self.kafka_ssl_cafile,
+            embedded=self.embedded,
+        )
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames(prefix=self.topic_prefix)
 
     @property
     def resolved_database_url(self) -> str:
