@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -68,9 +68,19 @@ class FullDays:
         self._next[(center_id, language, day)] = day + _ONE_DAY
 
 
+JoinUrl = Callable[[Center, str], str | None]
+
+
+def no_join_url(center: Center, uid: str) -> str | None:
+    return None
+
+
 def book(decision: RoutingDecision, directory: CenterDirectory, ledger: BookingLedger,
-         full_days: FullDays | None = None) -> BookingOutcome:
-    """Book the routed request; try the other candidates by (earliest start, id) when full."""
+         full_days: FullDays | None = None, join_url: JoinUrl = no_join_url) -> BookingOutcome:
+    """Book the routed request; try the other candidates by (earliest start, id) when full.
+
+    ``join_url(center, uid)`` gives the online meeting link recorded with the booking.
+    """
     existing = ledger.meeting_for(decision.request_id)
     if existing is not None:
         return BookingOutcome(existing, already_booked=True)
@@ -86,7 +96,7 @@ def book(decision: RoutingDecision, directory: CenterDirectory, ledger: BookingL
         for rank, center_id in enumerate(order):
             try:
                 meeting = _book_at(decision, directory, directory.center(center_id),
-                                   until, not_after, ledger, full_days)
+                                   until, not_after, ledger, full_days, join_url)
             except RequestAlreadyBooked as exc:
                 return BookingOutcome(exc.existing, already_booked=True)
             if meeting is not None:
@@ -99,7 +109,7 @@ def book(decision: RoutingDecision, directory: CenterDirectory, ledger: BookingL
 
 def _book_at(decision: RoutingDecision, directory: CenterDirectory, center: Center,
              until: datetime, not_after: datetime | None, ledger: BookingLedger,
-             full_days: FullDays | None) -> Meeting | None:
+             full_days: FullDays | None, join_url: JoinUrl) -> Meeting | None:
     assert decision.language is not None and decision.not_before is not None
     speakers = [s for s in center.specialists if decision.language in s.languages]
     if not speakers:
@@ -115,10 +125,11 @@ def _book_at(decision: RoutingDecision, directory: CenterDirectory, center: Cent
             specialist = schedule.pick(start, start + length)
             if specialist is None:
                 continue
+            uid = meeting_uid(decision.request_id)
             meeting = Meeting(
                 request_id=decision.request_id, center_id=center.id,
                 specialist_id=specialist.id, language=decision.language,
-                start=start, end=start + length, uid=meeting_uid(decision.request_id),
+                start=start, end=start + length, uid=uid, join_url=join_url(center, uid),
             )
             try:
                 return ledger.record(meeting)

@@ -35,6 +35,8 @@ class UnsafeUid(ValueError):
 class OutboxDelivery:
     """Delivers invites as files under ``directory`` (created on first delivery)."""
 
+    name = "outbox"
+
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
 

@@ -62,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--progress", action="store_true",
                           help="show progress on stderr every 10,000 requests")
 
+    worker = _command(commands, "worker", cmd_worker,
+                      "run one stream-processing worker (intake, router, booker, notifier); "
+                      "run several to share the partitions")
+    worker.add_argument("--loglevel", default="INFO", help="Faust/worker log level")
+
+    _command(commands, "migrate", cmd_migrate,
+             "create or upgrade the database schema ($FASTTRACK_DATABASE_URL)")
+
     samples = _command(commands, "sample-requests", cmd_sample_requests,
                        "write realistic sample HelpRequests as JSON Lines (for simulate, demos)")
     samples.add_argument("--count", type=int, default=1000, help="how many (default 1000)")
@@ -148,6 +156,24 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 def _complain(command: str, bad: BadLine) -> None:
     for line in str(bad).splitlines():
         print(f"fasttrack {command}: {line}", file=sys.stderr)
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from services.worker import run_worker
+
+    if not settings.kafka_bootstrap:
+        raise UsageError("set FASTTRACK_KAFKA_BOOTSTRAP, or use `fasttrack up`, which starts "
+                         "the embedded broker and the workers together")
+    return run_worker(settings, loglevel=args.loglevel)
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from services.database import upgrade_database
+
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_database(settings.resolved_database_url)
+    print(f"fasttrack migrate: {settings.resolved_database_url} is at the latest schema")
+    return 0
 
 
 def cmd_sample_requests(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,0 +1,25 @@
+"""``fasttrack worker``: one stream-processing worker; run more to share the partitions."""
+
+from __future__ import annotations
+
+import faust
+
+from consumers.app import create_app
+from services.bootstrap import build_runtime
+from services.logs import configure_logging
+from services.settings import Settings
+
+
+def run_worker(settings: Settings, *, loglevel: str = "INFO") -> int:
+    """Run the Faust worker in the foreground until SIGTERM/SIGINT; returns its exit code."""
+    configure_logging(loglevel)
+    runtime = build_runtime(settings)
+    app = create_app(runtime.stages(), runtime.store, runtime.clock, settings.kafka(),
+                     settings.topics, partitions=settings.topic_partitions,
+                     datadir=settings.var_dir / "faust")
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

@@ -1,0 +1,310 @@
+"""The pipeline on the real embedded broker: requests in over Kafka, invites out, nothing lost,
+nothing doubled — through duplicates, replays, poison records, SIGKILL and a second worker.
+
+Workers are real ``fasttrack worker`` processes; portals are played by kafka-python.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from sqlalchemy import func, select
+
+from scheduler.db import create_engine_for, invite_deliveries, meetings
+from scheduler.request_store import RequestStore
+from services.broker import EmbeddedBroker
+from services.sample_requests import sample_requests
+from services.topics import TopicNames
+
+pytest_plugins = ["tests.integration.db_fixtures"]
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DIALECTS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+FINAL = {"invited", "escalated", "rejected", "deadlettered", "cancelled"}
+PARTITIONS = 6
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def assignment(self) -> list[int] | None:
+        """The partitions of requests.submitted this worker last announced it owns."""
+        found = None
+        for line in self.log.read_text(errors="replace").splitlines():
+            if '"partitions_assigned"' in line:
+                found = json.loads(line[line.index("{"):])["partitions"]
+        return found
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+@dataclass
+class Pipeline:
+    broker: EmbeddedBroker
+    topics: TopicNames
+    var: Path
+    database_url: str
+    workers: list[Worker] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.engine = create_engine_for(self.database_url)
+        self.store = RequestStore(self.engine)
+        self.producer = KafkaProducer(bootstrap_servers=self.broker.bootstrap, acks="all")
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "FASTTRACK_KAFKA_BOOTSTRAP": self.broker.bootstrap,
+                "FASTTRACK_KAFKA_EMBEDDED": "1", "FASTTRACK_VAR_DIR": str(self.var),
+                "FASTTRACK_TOPIC_PREFIX": self.topics.prefix,
+                "FASTTRACK_DATABASE_URL": self.database_url}
+
+    def spawn(self, name: str) -> Worker:
+        log = self.var / f"{name}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen([sys.executable, "-m", "services.cli", "worker"],
+                                       cwd=REPO_ROOT, env=self.env, stdout=out,
+                                       stderr=subprocess.STDOUT)
+        worker = Worker(process, log)
+        self.workers.append(worker)
+        return worker
+
+    def ready(self, worker: Worker, timeout: float = 45) -> list[int]:
+        def assigned() -> list[int] | None:
+            if worker.process.poll() is not None:
+                raise AssertionError(f"worker exited {worker.process.returncode}:\n"
+                                     f"{worker.tail()}")
+            return worker.assignment() or None
+        return wait_for(assigned, timeout, "the worker's partition assignment")
+
+    def requests(self, count: int, tag: str) -> list[dict[str, Any]]:
+        start = datetime.now(UTC) - timedelta(minutes=1)
+        return list(sample_requests(count, start, per_hour=3600, seed=len(tag),
+                                    prefix=f"{self.topics.prefix}-{tag}"))
+
+    def submit(self, *records: tuple[bytes | None, bytes], partition: int | None = None) -> None:
+        for key, value in records:
+            self.producer.send(self.topics.requests_submitted, key=key, value=value,
+                               partition=partition)
+        self.producer.flush()
+
+    def submit_requests(self, requests: list[dict[str, Any]]) -> None:
+        self.submit(*((r["request_id"].encode(), json.dumps(r).encode()) for r in requests))
+
+    def statuses(self, ids: list[str]) -> Counter[str]:
+        return Counter(str(s.status) if (s := self.store.status(i)) else "unknown" for i in ids)
+
+    def wait_final(self, ids: list[str], timeout: float = 90) -> Counter[str]:
+        def done() -> Counter[str] | None:
+            counts = self.statuses(ids)
+            return counts if set(counts) <= FINAL else None
+        try:
+            return wait_for(done, timeout, f"{len(ids)} requests to finish")
+        except AssertionError as exc:
+            logs = "\n".join(w.tail() for w in self.workers)
+            raise AssertionError(f"{exc}: {self.statuses(ids)}\n{logs}") from None
+
+    def count(self, table: Any, **where: Any) -> int:
+        query = select(func.count()).select_from(table)
+        for column, value in where.items():
+            query = query.where(table.c[column] == value)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def read(self, topic: str, expected: int, timeout: float = 30) -> list[Any]:
+        consumer = KafkaConsumer(bootstrap_servers=self.broker.bootstrap, group_id=None,
+                                 auto_offset_reset="earliest", consumer_timeout_ms=500)
+        consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while len(records) < expected and time.monotonic() < deadline:
+            records.extend(consumer)
+        consumer.close()
+        return records
+
+    def drained(self, *topics: str) -> bool:
+        """The pipeline's group has committed every record of ``topics``."""
+        admin = KafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
+        consumer = KafkaConsumer(bootstrap_servers=self.broker.bootstrap)
+        try:
+            parts = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+            ends = consumer.end_offsets(parts)
+            group = f"{self.topics.prefix}-pipeline"
+            committed = admin.list_group_offsets({group: None}).get(group, {})
+            return all(committed.get(tp) is not None and committed[tp].offset >= ends[tp]
+                       for tp in parts if ends[tp] > 0)
+        finally:
+            admin.close()
+            consumer.close()
+
+    def outbox(self, suffix: str) -> list[Path]:
+        return sorted((self.var / "outbox").glob(f"*{suffix}"))
+
+    def no_specialist_overlaps(self) -> bool:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(meetings.c.specialist_id, meetings.c.start_utc,
+                                       meetings.c.end_utc)
+                                .where(meetings.c.status == "active")
+                                .order_by(meetings.c.specialist_id, meetings.c.start_utc)).all()
+        return all(a.end_utc <= b.start_utc for a, b in itertools.pairwise(rows)
+                   if a.specialist_id == b.specialist_id)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            try:
+                worker.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                worker.process.wait()
+        self.producer.close()
+        self.engine.dispose()
+
+
+@pytest.fixture
+def pipeline(broker: EmbeddedBroker, topics: TopicNames, tmp_path: Path,
+             new_database: Callable[[str], str], request: pytest.FixtureRequest,
+             ) -> Iterator[Pipeline]:
+    dialect = getattr(request, "param", "sqlite")
+    running = Pipeline(broker, topics, tmp_path, new_database(dialect))
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("pipeline", DIALECTS, indirect=True)
+def test_requests_published_to_kafka_end_invited(pipeline: Pipeline) -> None:
+    pipeline.ready(pipeline.spawn("worker"))
+    requests = pipeline.requests(30, "kafka")
+    pipeline.submit_requests(requests)
+    ids = [r["request_id"] for r in requests]
+
+    assert pipeline.wait_final(ids) == {"invited": 30}
+    assert pipeline.count(meetings, status="active") == 30
+    assert pipeline.count(invite_deliveries) == 30
+    assert len(pipeline.outbox(".ics")) == len(pipeline.outbox(".eml")) == 30
+    assert len(pipeline.read(pipeline.topics.invites_delivered, 30)) == 30
+    assert pipeline.no_specialist_overlaps()
+    status = pipeline.store.status(ids[0])
+    assert status is not None and status.meeting is not None
+    assert [str(e.status) for e in status.timeline] == ["accepted", "routed", "booked", "invited"]
+    assert status.meeting.join_url and status.meeting.uid
+
+
+def test_duplicates_and_replays_change_nothing(pipeline: Pipeline) -> None:
+    pipeline.ready(pipeline.spawn("worker"))
+    requests = pipeline.requests(12, "replay")
+    ids = [r["request_id"] for r in requests]
+    pipeline.submit_requests(requests)
+    assert pipeline.wait_final(ids) == {"invited": 12}
+    files = {p.name: p.stat().st_mtime_ns for p in pipeline.outbox("")}
+    timeline = sum(len(pipeline.store.status(i).timeline) for i in ids)  # type: ignore[union-attr]
+
+    pipeline.submit_requests(requests)  # a portal retrying
+    topics = pipeline.topics
+    for topic in (topics.requests_routed, topics.meetings_booked):  # ops replaying a topic
+        for record in pipeline.read(topic, 12):
+            pipeline.producer.send(topic, key=record.key, value=record.value)
+    pipeline.producer.flush()
+    wait_for(lambda: pipeline.drained(topics.requests_submitted, topics.requests_routed,
+                                      topics.meetings_booked), 60, "the replays to be consumed")
+
+    assert pipeline.statuses(ids) == {"invited": 12}
+    assert pipeline.count(meetings) == 12
+    assert pipeline.count(invite_deliveries) == 12
+    assert {p.name: p.stat().st_mtime_ns for p in pipeline.outbox("")} == files
+    assert sum(len(pipeline.store.status(i).timeline) for i in ids) == timeline  # type: ignore[union-attr]
+    assert pipeline.read(topics.requests_deadletter, 1, timeout=2) == []
+
+
+def test_poison_and_oversized_records_are_dead_lettered_and_the_stream_flows(
+        pipeline: Pipeline) -> None:
+    pipeline.ready(pipeline.spawn("worker"))
+    good = pipeline.requests(2, "poison")
+    invalid = {**good[0], "request_id": "poison-invalid", "tenant": {"id": "x"}}
+    oversized = {**good[0], "request_id": "poison-big", "notes": "x" * 70_000}
+    poison = [(b"poison-garbage", b"\xff\xfe not json"),
+              (b"poison-invalid", json.dumps(invalid).encode()),
+              (b"poison-big", json.dumps(oversized).encode())]
+    records = [(good[0]["request_id"].encode(), json.dumps(good[0]).encode()), *poison,
+               (good[1]["request_id"].encode(), json.dumps(good[1]).encode())]
+    pipeline.submit(*records, partition=0)  # one partition: the good ones wait behind poison
+
+    assert pipeline.wait_final([r["request_id"] for r in good]) == {"invited": 2}
+    dead = pipeline.read(pipeline.topics.requests_deadletter, 3)
+    assert sorted(r.key for r in dead) == sorted(k for k, _ in poison)
+    for record in dead:
+        headers = dict(record.headers)
+        assert headers["error_class"] == b"Unprocessable"
+        assert headers["origin_topic"] == pipeline.topics.requests_submitted.encode()
+        assert headers["origin_partition"] == b"0"
+        assert headers["attempts"] == b"1"
+        assert record.value == dict(poison)[record.key]
+    invalid_header = dict(next(r for r in dead if r.key == b"poison-invalid").headers)
+    assert b"tenant.name" in invalid_header["error_message"]
+    offsets = sorted(int(dict(r.headers)["origin_offset"]) for r in dead)
+    assert offsets == [offsets[0], offsets[0] + 1, offsets[0] + 2]
+    stored = pipeline.store.list_deadletters()
+    assert sorted(d.request_id or "" for d in stored) == sorted(k.decode() for k, _ in poison)
+
+
+def test_sigkilled_worker_loses_nothing_and_doubles_nothing(pipeline: Pipeline) -> None:
+    first = pipeline.spawn("first")
+    pipeline.ready(first)
+    requests = pipeline.requests(120, "kill")
+    ids = [r["request_id"] for r in requests]
+    pipeline.submit_requests(requests)
+    wait_for(lambda: pipeline.count(invite_deliveries) >= 15, 60, "some invites before the kill")
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    assert pipeline.count(invite_deliveries) < 120, "killed too late to prove anything"
+
+    pipeline.ready(pipeline.spawn("second"))
+    assert pipeline.wait_final(ids) == {"invited": 120}
+    assert pipeline.count(meetings) == 120
+    assert pipeline.count(invite_deliveries) == 120
+    assert len(pipeline.outbox(".ics")) == 120
+    assert pipeline.no_specialist_overlaps()
+
+
+def test_two_workers_share_the_partitions_and_finish_everything(pipeline: Pipeline) -> None:
+    first, second = pipeline.spawn("first"), pipeline.spawn("second")
+
+    def split() -> bool:
+        a, b = set(first.assignment() or ()), set(second.assignment() or ())
+        return bool(a and b and not a & b and a | b == set(range(PARTITIONS)))
+
+    wait_for(split, 60, "the two workers to split the partitions")
+    requests = pipeline.requests(60, "scale")
+    pipeline.submit_requests(requests)
+    assert pipeline.wait_final([r["request_id"] for r in requests]) == {"invited": 60}
+    assert pipeline.count(meetings) == 60
+    assert pipeline.no_specialist_overlaps()
