@@ -8,17 +8,17 @@ re-emits its output only while the next stage has not finished (nothing lost, no
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
 from pydantic import ValidationError
 
 from consumers.envelope import MAX_RECORD_BYTES, Emit, Origin, Unprocessable, encode
 from consumers.routing import route
 from scheduler.booking import JoinUrl, book
+from scheduler.delivery import Invite, InviteDelivery
 from scheduler.directory import CenterDirectory
 from scheduler.invite_log import InviteLog
 from scheduler.invites import build_imip_message, build_invite
@@ -36,16 +36,6 @@ from schemas.events import (
 from schemas.help_request import HelpRequest, parse_help_request
 
 Clock = Callable[[], datetime]
-
-
-class InviteDelivery(Protocol):
-    """A delivery backend: puts one iTIP message in front of its recipients."""
-
-    name: str
-
-    def deliver(self, ics: bytes, message: Any, uid: str, sequence: int,
-                method: str) -> str | os.PathLike[str]:
-        """Deliver idempotently (same uid/sequence/method twice = once); return where it went."""
 
 
 @dataclass
@@ -142,7 +132,9 @@ class Invitation:
         sequence = meeting.revision - 1
         ics = build_invite(meeting, request, center, sequence=sequence, method="REQUEST", now=now)
         message = build_imip_message(ics, meeting, request, center, method="REQUEST", now=now)
-        location = str(backend.deliver(ics, message, meeting.uid, sequence, "REQUEST"))
+        receipt = backend.send(Invite(meeting, request, center, sequence, "REQUEST", ics,
+                                      message))
+        location = receipt.location
         self.log.record(meeting.uid, request.request_id, sequence, "REQUEST", backend.name,
                         "delivered", now)
         self.store.advance(request.request_id, RequestState.INVITED, now,

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from icalendar import Calendar
 
+from scheduler.delivery import DeliveryReceipt, Invite
+
 _SAFE_UID = re.compile(r"[A-Za-z0-9@._+:=-]{1,200}")
 _METHOD_RANK = {"REQUEST": 0, "CANCEL": 1}
 
@@ -36,6 +38,12 @@ class OutboxDelivery:
     """Delivers invites as files under ``directory`` (created on first delivery)."""
 
     name = "outbox"
+
+    def send(self, invite: Invite) -> DeliveryReceipt:
+        """The delivery port: write the invite's ``.eml`` and ``.ics`` (see :meth:`deliver`)."""
+        path = self.deliver(invite.ics, invite.email, invite.meeting.uid, invite.sequence,
+                            invite.method)
+        return DeliveryReceipt(location=str(path))
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)

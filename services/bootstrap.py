@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from consumers.app import Stages
-from consumers.stages import Booking, Invitation, InviteDelivery, Submission
+from consumers.stages import Booking, Invitation, Submission
 from scheduler.db import create_engine_for
+from scheduler.delivery import InviteDelivery
 from scheduler.directory import Center, CenterDirectory
 from scheduler.invite_log import InviteLog
 from scheduler.outbox import OutboxDelivery
