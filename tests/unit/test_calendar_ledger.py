@@ -1,0 +1,73 @@
+"""A specialist's existing calendar events block booking, whatever the backend that reports them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from consumers.routing import route
+from scheduler.booking import book
+from scheduler.calendar_ledger import CalendarAwareLedger
+from scheduler.delivery import Span, merge_spans
+from scheduler.ledger import InMemoryLedger
+from schemas.help_request import parse_help_request
+from tests.unit.conftest import help_request, make_directory
+
+DIRECTORY = make_directory(only=("taipei",))
+TAIPEI = DIRECTORY.center("taipei")
+
+
+class FakeCalendar:
+    """What a CalDAV/EWS/Graph free/busy answer looks like once parsed: spans per email."""
+
+    def __init__(self, busy: dict[str, list[Span]]) -> None:
+        self._busy = busy
+        self.asked: list[tuple[list[str], datetime, datetime]] = []
+
+    def busy(self, emails: Iterable[str], start: datetime,
+             end: datetime) -> dict[str, list[Span]]:
+        emails = list(emails)
+        self.asked.append((emails, start, end))
+        return {e: [s for s in self._busy.get(e, []) if s[0] < end and s[1] > start]
+                for e in emails}
+
+
+def at(hour: int, minute: int = 0) -> datetime:
+    return datetime(2026, 11, 23, hour, minute, tzinfo=UTC)
+
+
+def test_calendar_busy_time_moves_the_booking() -> None:
+    # Both Taipei specialists are in other meetings from 13:30 to 15:00 local (05:30-07:00Z).
+    emails = [str(s.email) for s in TAIPEI.specialists]
+    calendar = FakeCalendar({e: [(at(5, 30), at(7))] for e in emails})
+    ledger = CalendarAwareLedger(InMemoryLedger(), calendar, TAIPEI)
+    request = parse_help_request(help_request())
+    outcome = book(route(request, DIRECTORY, request.submitted_at), DIRECTORY, ledger)
+    assert outcome.meeting is not None
+    assert outcome.meeting.start == at(7)
+    assert sorted(calendar.asked[0][0]) == sorted(emails)
+
+
+def test_without_calendar_events_the_first_slot_is_booked() -> None:
+    ledger = CalendarAwareLedger(InMemoryLedger(), FakeCalendar({}), TAIPEI)
+    request = parse_help_request(help_request())
+    outcome = book(route(request, DIRECTORY, request.submitted_at), DIRECTORY, ledger)
+    assert outcome.meeting is not None and outcome.meeting.start == at(5, 30)
+
+
+def test_ledger_meetings_and_calendar_events_are_merged() -> None:
+    inner = InMemoryLedger()
+    request = parse_help_request(help_request())
+    booked = book(route(request, DIRECTORY, request.submitted_at), DIRECTORY, inner).meeting
+    assert booked is not None
+    person = next(s for s in TAIPEI.specialists if s.id == booked.specialist_id)
+    calendar = FakeCalendar({str(person.email): [(booked.end, booked.end + timedelta(hours=1)),
+                                                 (booked.start, booked.end)]})
+    ledger = CalendarAwareLedger(inner, calendar, TAIPEI)
+    spans = ledger.schedules([person.id], at(0), at(23))[person.id]
+    assert list(spans) == [(booked.start, booked.end + timedelta(hours=1))]
+
+
+def test_merge_spans_unions_overlapping_and_touching_spans() -> None:
+    assert merge_spans([(at(9), at(10)), (at(12), at(13)), (at(9, 30), at(11)),
+                        (at(11), at(11, 30))]) == [(at(9), at(11, 30)), (at(12), at(13))]
