@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import holidays
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -59,6 +60,15 @@ def _supported_language(tag: str) -> str:
     return tag
 
 
+def _languages(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value:
+        raise ValueError("needs at least one language")
+    return tuple(_supported_language(tag) for tag in value)
+
+
+Languages = Annotated[tuple[str, ...], AfterValidator(_languages)]
+
+
 class Policy(_Frozen):
     meeting_minutes: Annotated[int, Field(ge=15, le=480)] = 60
     slot_step_minutes: Annotated[int, Field(ge=5, le=240)] = 30
@@ -98,15 +108,9 @@ class Specialist(_Frozen):
     id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
     name: Annotated[str, Field(min_length=1)]
     email: EmailStr
-    languages: tuple[str, ...]
+    languages: Languages
     max_meetings_per_day: Annotated[int, Field(ge=1, le=48)] = 4
 
-    @field_validator("languages")
-    @classmethod
-    def _languages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("needs at least one language")
-        return tuple(_supported_language(tag) for tag in value)
 
 
 class Delivery(BaseModel):
@@ -127,7 +131,7 @@ class Center(_Frozen):
     timezone: str
     country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
     subdivision: str | None = None
-    languages: tuple[str, ...]
+    languages: Languages
     hours: dict[Weekday, tuple[OpeningInterval, ...]]
     closures: frozenset[date] = frozenset()
     mailbox: EmailStr
@@ -143,12 +147,6 @@ class Center(_Frozen):
             raise ValueError(f"{value!r} is not an IANA time zone") from None
         return value
 
-    @field_validator("languages")
-    @classmethod
-    def _languages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("needs at least one language")
-        return tuple(_supported_language(tag) for tag in value)
 
     @field_validator("hours", mode="before")
     @classmethod
