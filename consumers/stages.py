@@ -57,7 +57,7 @@ class Submission:
             raise Unprocessable(f"not a valid HelpRequest v1: {exc}",
                                 marks_request=False) from exc
         now = self.clock()
-        outcome = self.store.accept(request, canonical_body_hash(body), now)
+        outcome = self.store.accept(request, canonical_body_hash(body), now, body)
         if outcome.kind is Acceptance.CONFLICT:
             raise Unprocessable(f"request_id {request.request_id} was already submitted "
                                 "with a different body", request.request_id,

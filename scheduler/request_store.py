@@ -17,8 +17,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, and_, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, and_, insert, select, text, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from scheduler.db import deadletters, meetings, read_connection, request_events, requests
 from schemas.events import utc_z
@@ -132,6 +132,15 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestOwner:
+    """Who a stored request belongs to: enough to decide who may read it."""
+
+    source: str
+    partner_id: str | None
+    tenant_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class PendingRequest:
     request_id: str
     status: RequestState
@@ -160,13 +169,19 @@ class RequestStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def accept(self, request: HelpRequest, body_hash: str, now: datetime) -> AcceptOutcome:
-        """Store a new request as ``accepted``, or say it is a duplicate or a conflicting reuse."""
+    def accept(self, request: HelpRequest, body_hash: str, now: datetime,
+               body: Mapping[str, Any] | None = None) -> AcceptOutcome:
+        """Store a new request as ``accepted``, or say it is a duplicate or a conflicting reuse.
+
+        ``body`` is the request as received, stored so that republishing it reproduces
+        ``body_hash``; without it the model's wire form is stored.
+        """
         try:
             with self._engine.begin() as conn:
                 conn.execute(insert(requests).values(
                     request_id=request.request_id, body_hash=body_hash,
-                    body=canonical_json(request.to_json_dict()),
+                    body=canonical_json(dict(body) if body is not None
+                                        else request.to_json_dict()),
                     status=RequestState.ACCEPTED.value,
                     center_id=None, source=request.source.value,
                     partner_id=request.partner.id if request.partner else None,
@@ -256,6 +271,23 @@ class RequestStore:
         )
         return RequestStatus(request_id, RequestState(row.status), row.center_id, meeting,
                              timeline)
+
+    def owner(self, request_id: str) -> RequestOwner | None:
+        """The stored request's source, partner and tenant (for access checks), or None."""
+        query = (select(requests.c.source, requests.c.partner_id, requests.c.tenant_id)
+                 .where(requests.c.request_id == request_id))
+        with read_connection(self._engine) as conn:
+            row = conn.execute(query).first()
+        return None if row is None else RequestOwner(row.source, row.partner_id, row.tenant_id)
+
+    def reachable(self) -> bool:
+        """Whether the database answers a trivial query."""
+        try:
+            with read_connection(self._engine) as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return False
+        return True
 
     def non_final(self, older_than: datetime, limit: int = 500) -> list[PendingRequest]:
         """Requests still in flight (accepted, routed, booked) whose status last moved before

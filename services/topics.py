@@ -86,7 +86,7 @@ def ensure_topics(
     `services.kafka_config`). Returns the topic names.
     """
     topics = list(names.all() if isinstance(names, TopicNames) else names)
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs)
+    admin = KafkaAdminClient(**{"bootstrap_servers": bootstrap, **client_kwargs})
     try:
         existing = set(admin.list_topics())
         for name in (name for name in topics if name not in existing):

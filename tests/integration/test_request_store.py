@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
-from scheduler.db import create_engine_for
+from scheduler.db import create_engine_for, requests
 from scheduler.request_store import (
     Acceptance,
     RequestState,
@@ -273,3 +274,17 @@ def test_dead_letters_are_recorded_once_listed_and_resolved(store: RequestStore)
     assert [d.id for d in store.list_deadletters()] == [other]
     assert [d.state for d in store.list_deadletters(state=None)] == ["redriven", "open"]
     assert [d.id for d in store.list_deadletters(state=None, request_id="req-9")] == [other]
+
+
+def test_stored_body_reproduces_the_hash_when_defaults_were_sent(store: RequestStore,
+                                                                  engine: Engine) -> None:
+    """Regression: the model's wire form drops ``"services": []``, so storing it instead of the
+    body as received made a republished request hash differently and look like a conflict."""
+    data = body("req-defaults", services=[], submitted_at="2026-03-02T01:00:00Z")
+    store.accept(parsed(data), canonical_body_hash(data), T0, data)
+    with engine.connect() as conn:
+        stored = json.loads(conn.execute(
+            select(requests.c.body).where(requests.c.request_id == "req-defaults")).scalar_one())
+    assert canonical_body_hash(stored) == canonical_body_hash(data)
+    again = store.accept(parsed(stored), canonical_body_hash(stored), T0, stored)
+    assert again.kind is Acceptance.DUPLICATE
