@@ -62,10 +62,22 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--progress", action="store_true",
                           help="show progress on stderr every 10,000 requests")
 
+    up = _command(commands, "up", cmd_up,
+                  "start everything on embedded defaults: broker, workers, gateway, demo feed")
+    up.add_argument("--no-demo", dest="demo", action="store_false", help="skip the demo feed")
+    up.add_argument("--demo-rate", type=float, default=6.0, metavar="PER_MINUTE",
+                    help="demo requests per minute (default 6)")
+    up.add_argument("--workers", type=int, default=None,
+                    help="worker processes (default $FASTTRACK_WORKERS or 1)")
+
     worker = _command(commands, "worker", cmd_worker,
                       "run one stream-processing worker (intake, router, booker, notifier); "
                       "run several to share the partitions")
     worker.add_argument("--loglevel", default="INFO", help="Faust/worker log level")
+
+    _command(commands, "gateway", cmd_gateway,
+             "run the HTTP API for portals and partners (needs FASTTRACK_API_KEYS and "
+             "FASTTRACK_KAFKA_BOOTSTRAP; OpenAPI at /openapi.json)")
 
     _command(commands, "migrate", cmd_migrate,
              "create or upgrade the database schema ($FASTTRACK_DATABASE_URL)")
@@ -158,6 +170,13 @@ def _complain(command: str, bad: BadLine) -> None:
         print(f"fasttrack {command}: {line}", file=sys.stderr)
 
 
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from services.up import run_up
+
+    return run_up(settings, demo=args.demo, demo_rate_per_minute=args.demo_rate,
+                  workers=args.workers)
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from services.worker import run_worker
 
@@ -167,12 +186,24 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return run_worker(settings, loglevel=args.loglevel)
 
 
+def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
+    from services.gateway import run_gateway
+
+    if not settings.kafka_bootstrap:
+        raise UsageError("set FASTTRACK_KAFKA_BOOTSTRAP, or use `fasttrack up`, which starts "
+                         "the embedded broker and the gateway together")
+    return run_gateway(settings)
+
+
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import make_url
+
     from services.database import upgrade_database
 
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     upgrade_database(settings.resolved_database_url)
-    print(f"fasttrack migrate: {settings.resolved_database_url} is at the latest schema")
+    shown = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+    print(f"fasttrack migrate: {shown} is at the latest schema")
     return 0
 
 

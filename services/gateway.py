@@ -1,0 +1,385 @@
+"""The HTTP gateway (DESIGN §11): portals and partners submit HelpRequests and read their status.
+
+``create_gateway`` builds the app from its dependencies (no I/O, no globals); ``run_gateway`` is the
+composition root behind ``fasttrack gateway``. A request is stored as accepted first and then
+published; when publishing fails the caller gets 503 and a retry of the same POST publishes it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.resources import files
+from typing import Annotated, Any, Literal
+
+import structlog
+import uvicorn
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from scheduler.db import create_engine_for
+from scheduler.request_store import Acceptance, RequestState, RequestStore, canonical_body_hash
+from schemas.errors import InvalidMessage
+from schemas.help_request import HelpRequest, parse_help_request
+from services.api_keys import ApiKey, ApiKeyRing, InvalidApiKeys, load_api_keys
+from services.database import upgrade_database
+from services.publisher import KafkaRequestPublisher, PublishFailed, RequestPublisher
+from services.settings import Settings
+
+MAX_BODY_BYTES = 64 * 1024
+RETRY_AFTER_SECONDS = 5
+GRACEFUL_SHUTDOWN_SECONDS = 10
+EXIT_CONFIG = 2
+# The store's internal states that the contract reports under another name.
+_PUBLIC_STATUS = {RequestState.DEADLETTERED.value: RequestState.REJECTED.value}
+_log = structlog.get_logger("fasttrack.gateway")
+
+
+# --- the store as the gateway needs it ----------------------------------------------------------
+
+
+# --- wire shapes (for OpenAPI and response validation) ------------------------------------------
+
+PublicStatus = Literal["accepted", "routed", "booked", "invited", "escalated", "cancelled",
+                       "rejected"]
+
+
+class Accepted(BaseModel):
+    request_id: str
+    status: Literal["accepted"]
+    status_url: str
+
+
+class MeetingBody(BaseModel):
+    start: str
+    end: str
+    specialist_id: str
+    join_url: str | None
+    uid: str
+    sequence: int
+
+
+class TimelineEntryBody(BaseModel):
+    status: PublicStatus
+    at: str
+    detail: dict[str, Any] | None
+
+
+class RequestStatusBody(BaseModel):
+    request_id: str
+    status: PublicStatus
+    center_id: str | None
+    meeting: MeetingBody | None
+    timeline: list[TimelineEntryBody]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: Literal["ok", "unavailable"]
+    broker: Literal["ok", "unavailable"]
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class InvalidBody(BaseModel):
+    detail: list[FieldProblem]
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+class GatewayMetrics:
+    """The gateway's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.http_requests = Counter(
+            "fasttrack_http_requests", "HTTP requests by method, route template and status code",
+            ["method", "route", "status"], registry=self.registry)
+        self.submitted = Counter(
+            "fasttrack_requests_submitted", "HelpRequests accepted over HTTP, by source and "
+            "whether they were new or a duplicate", ["source", "outcome"], registry=self.registry)
+        self.publish_failures = Counter(
+            "fasttrack_publish_failures", "Accepted requests that could not be published",
+            registry=self.registry)
+
+
+class _CountRequests:
+    """ASGI middleware: count each HTTP request under its route template, not its raw path."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.http_requests.labels(scope["method"], route, str(status)).inc()
+
+
+# --- handlers -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Deps:
+    settings: Settings
+    store: RequestStore
+    publisher: RequestPublisher
+    keys: ApiKeyRing
+    clock: Callable[[], datetime]
+    metrics: GatewayMetrics
+
+
+_bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
+                     description="A key from FASTTRACK_API_KEYS: `Authorization: Bearer <key>`")
+
+
+def _deps(request: Request) -> _Deps:
+    deps: _Deps = request.app.state.deps
+    return deps
+
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _caller(request: Request, credentials: Credentials) -> ApiKey:
+    key = _deps(request).keys.lookup(credentials.credentials) if credentials else None
+    if key is None:
+        raise HTTPException(401, "missing or unknown API key: send Authorization: Bearer <key>",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return key
+
+
+Deps = Annotated[_Deps, Depends(_deps)]
+Caller = Annotated[ApiKey, Depends(_caller)]
+
+
+async def submit_request(request: Request, caller: Caller, deps: Deps) -> dict[str, str]:
+    """``POST /v1/requests``: store the HelpRequest as accepted, publish it, answer 202."""
+    body, help_request = _decode(await _read_body(request))
+    _refuse_if(caller.submit_denial(help_request))
+    request_id = help_request.request_id
+    log = _log.bind(request_id=request_id, api_key=caller.name)
+    outcome = await run_in_threadpool(
+        deps.store.accept, help_request, canonical_body_hash(body), deps.clock(), body)
+    if outcome.kind is Acceptance.CONFLICT:
+        log.info("request_conflict")
+        raise HTTPException(409, f"request_id {request_id!r} was already submitted with a "
+                                 "different body; send a new request_id for a new request")
+    if outcome.status is RequestState.ACCEPTED:  # new, or an earlier publish may have failed
+        await _publish(deps, request_id, body, log)
+    deps.metrics.submitted.labels(help_request.source.value, outcome.kind.value).inc()
+    log.info("request_accepted", outcome=outcome.kind.value, source=help_request.source.value)
+    return {"request_id": request_id, "status": "accepted",
+            "status_url": f"/v1/requests/{request_id}"}
+
+
+async def read_request(id: str, caller: Caller, deps: Deps) -> dict[str, Any]:
+    """``GET /v1/requests/{id}``: the request's status, center, meeting and timeline."""
+    owner = await run_in_threadpool(deps.store.owner, id)
+    if owner is None:
+        raise HTTPException(404, f"no request {id!r} was accepted")
+    _refuse_if(caller.read_denial(owner.source, owner.partner_id, owner.tenant_id))
+    status = await run_in_threadpool(deps.store.status, id)
+    if status is None:
+        raise HTTPException(404, f"no request {id!r} was accepted")
+    return _public(status.to_json_dict())
+
+
+async def health(response: Response, deps: Deps) -> Health:
+    """``GET /healthz``: 200 when the database and the broker answer, 503 otherwise."""
+    database = await run_in_threadpool(deps.store.reachable)
+    broker = await deps.publisher.reachable()
+    if not (database and broker):
+        response.status_code = 503
+    return Health(status="ok" if database and broker else "degraded",
+                  database="ok" if database else "unavailable",
+                  broker="ok" if broker else "unavailable")
+
+
+async def metrics(deps: Deps) -> Response:
+    """``GET /metrics``: Prometheus text exposition."""
+    return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _too_large()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large() -> HTTPException:
+    return HTTPException(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+
+
+def _decode(raw: bytes) -> tuple[dict[str, Any], HelpRequest]:
+    try:
+        help_request = parse_help_request(raw)
+    except InvalidMessage as exc:
+        raise HTTPException(422, [error.as_dict() for error in exc.errors]) from exc
+    body: dict[str, Any] = json.loads(raw)
+    return body, help_request
+
+
+def _refuse_if(denial: str | None) -> None:
+    if denial is not None:
+        raise HTTPException(403, denial)
+
+
+async def _publish(deps: _Deps, request_id: str, body: dict[str, Any], log: Any) -> None:
+    try:
+        await deps.publisher.publish(request_id, body)
+    except PublishFailed as exc:
+        deps.metrics.publish_failures.inc()
+        log.warning("publish_failed", error=str(exc))
+        raise HTTPException(
+            503, "the request is accepted but could not be queued; retry the same POST",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from exc
+
+
+def _public(status: dict[str, Any]) -> dict[str, Any]:
+    """Report the store's internal statuses under the contract's names (deadlettered → rejected);
+    the timeline entry's detail still says what happened."""
+    for item in (status, *status["timeline"]):
+        item["status"] = _PUBLIC_STATUS.get(item["status"], item["status"])
+    return status
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+
+def create_gateway(settings: Settings, *, store: RequestStore, publisher: RequestPublisher,
+                   keys: ApiKeyRing, clock: Callable[[], datetime]) -> FastAPI:
+    """The gateway app; its lifespan starts and stops ``publisher``."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await publisher.start()
+        try:
+            yield
+        finally:
+            await publisher.stop()
+
+    app = FastAPI(title="FastTrack scheduling gateway", version="1", lifespan=lifespan,
+                  description="Submit FastTrack help requests and read where they stand.")
+    gateway_metrics = GatewayMetrics()
+    app.state.deps = _Deps(settings, store, publisher, keys, clock, gateway_metrics)
+    app.add_middleware(_CountRequests, metrics=gateway_metrics)
+    errors: dict[int | str, dict[str, Any]] = {
+        401: {"model": Problem, "description": "No or unknown API key"},
+        403: {"model": Problem, "description": "The key may not do this; the detail says why"},
+    }
+    app.add_api_route(
+        "/v1/requests", submit_request, methods=["POST"], status_code=202,
+        response_model=Accepted, summary="Submit a HelpRequest", tags=["requests"],
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": _help_request_schema()}}}},
+        responses=errors | {
+            409: {"model": Problem, "description": "The request_id was used for another body"},
+            413: {"model": Problem, "description": f"Body over {MAX_BODY_BYTES} bytes"},
+            422: {"model": InvalidBody, "description": "Invalid HelpRequest; names each field"},
+            503: {"model": Problem, "description": "Accepted but not queued; retry the POST"},
+        })
+    app.add_api_route(
+        "/v1/requests/{id}", read_request, methods=["GET"], response_model=RequestStatusBody,
+        summary="Read a request's status", tags=["requests"],
+        responses=errors | {404: {"model": Problem, "description": "Unknown request"}})
+    app.add_api_route("/healthz", health, methods=["GET"], response_model=Health,
+                      summary="Database and broker health", tags=["operations"],
+                      responses={503: {"model": Health, "description": "Degraded"}})
+    app.add_api_route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics",
+                      tags=["operations"], response_class=Response)
+    return app
+
+
+def _help_request_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(
+        files("schemas").joinpath("help_request.v1.json").read_text(encoding="utf-8"))
+    return schema
+
+
+# --- `fasttrack gateway` ------------------------------------------------------------------------
+
+
+def run_gateway(settings: Settings) -> int:
+    """Serve the gateway on ``http_host:http_port`` until SIGINT/SIGTERM; return an exit code."""
+    _configure_logging()
+    if not settings.api_keys:
+        print("fasttrack gateway: no API keys configured. Set FASTTRACK_API_KEYS to the path of "
+              "a JSON or YAML file, or to an inline JSON list, of "
+              '{"name", "key", "kind": "portal"|"partner"|"ops", "partner_id", "tenants"} '
+              "entries (see README); `fasttrack up` creates a development key.", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        keys = load_api_keys(settings.api_keys)
+        kafka = settings.kafka()
+    except (InvalidApiKeys, ValueError) as exc:
+        print(f"fasttrack gateway: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if settings.database_url is None:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_database(settings.resolved_database_url)
+    engine = create_engine_for(settings.resolved_database_url)
+    app = create_gateway(settings, store=RequestStore(engine),
+                         publisher=KafkaRequestPublisher(kafka, settings.topics),
+                         keys=keys, clock=_utc_now)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=settings.http_host, port=settings.http_port, lifespan="on",
+        access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS))
+    try:
+        server.run()  # after a graceful shutdown on SIGTERM/SIGINT uvicorn re-raises the signal
+    except SystemExit:  # uvicorn's exit when startup fails (broker down, port in use)
+        print("fasttrack gateway: could not start; the log above says why", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _configure_logging() -> None:
+    structlog.configure(processors=[
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        structlog.processors.JSONRenderer(),
+    ])
