@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(BIN)/fasttrack up
 
 test: $(STAMP)
+	sh deploy/fetch-compose-schema.sh
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
