@@ -35,6 +35,7 @@ from services.kafka_config import (
     kafka_python_producer_kwargs,
 )
 from services.topics import TopicNames, ensure_topics
+from tests.integration.waiting import wait_for
 
 PARTITIONS = 6
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -140,15 +141,6 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes, int | 
         producer.close()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `predicate` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def header(record: Any, name: str) -> bytes:

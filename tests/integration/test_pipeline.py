@@ -29,6 +29,7 @@ from scheduler.request_store import RequestStore
 from services.broker import EmbeddedBroker
 from services.sample_requests import sample_requests
 from services.topics import TopicNames
+from tests.integration.waiting import wait_for
 
 pytest_plugins = ["tests.integration.db_fixtures"]
 pytestmark = pytest.mark.slow
@@ -39,14 +40,6 @@ FINAL = {"invited", "escalated", "rejected", "deadlettered", "cancelled"}
 PARTITIONS = 6
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @dataclass
