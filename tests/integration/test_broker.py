@@ -182,7 +182,11 @@ def spawn_worker(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Callable[..
             "--datadir", str(datadir), "--delay", str(delay),
         ]  # fmt: skip
         with (datadir / "worker.log").open("wb") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+            # Run as a script, this file needs the repo root to import tests.integration.*
+            env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env
+            )
         worker = WorkerProcess(process, datadir, time.monotonic())
         started.append(worker)
         return worker
