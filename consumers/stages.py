@@ -19,10 +19,11 @@ from consumers.envelope import MAX_RECORD_BYTES, Emit, Origin, Unprocessable, en
 from consumers.routing import route
 from scheduler.booking import JoinUrl, book
 from scheduler.delivery import Invite, InviteDelivery
+from scheduler.delivery_retry import send_with_retry
 from scheduler.directory import CenterDirectory
 from scheduler.invite_log import InviteLog
 from scheduler.invites import build_imip_message, build_invite
-from scheduler.ledger import BookingLedger
+from scheduler.ledger import BookingLedger, MeetingLinks
 from scheduler.request_store import Acceptance, RequestState, RequestStore, canonical_body_hash
 from schemas.errors import InvalidMessage
 from schemas.events import (
@@ -118,6 +119,7 @@ class Invitation:
     directory: CenterDirectory
     deliveries: Callable[[str], InviteDelivery]
     log: InviteLog
+    links: MeetingLinks
     clock: Clock
 
     def handle(self, value: bytes, origin: Origin) -> list[Emit]:
@@ -132,9 +134,11 @@ class Invitation:
         sequence = meeting.revision - 1
         ics = build_invite(meeting, request, center, sequence=sequence, method="REQUEST", now=now)
         message = build_imip_message(ics, meeting, request, center, method="REQUEST", now=now)
-        receipt = backend.send(Invite(meeting, request, center, sequence, "REQUEST", ics,
-                                      message))
+        receipt = send_with_retry(backend, Invite(meeting, request, center, sequence,
+                                                  "REQUEST", ics, message))
         location = receipt.location
+        if receipt.join_url and receipt.join_url != meeting.join_url:
+            self.links.set_join_url(request.request_id, receipt.join_url)
         self.log.record(meeting.uid, request.request_id, sequence, "REQUEST", backend.name,
                         "delivered", now)
         self.store.advance(request.request_id, RequestState.INVITED, now,

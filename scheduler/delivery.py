@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from scheduler.directory import Center
 from schemas.events import Meeting
@@ -63,6 +63,7 @@ class InviteDelivery(Protocol):
         """Deliver idempotently; raise DeliveryFailed (transient or not) when it cannot."""
 
 
+@runtime_checkable
 class BusyCalendar(Protocol):
     """Read access to people's calendars: their busy spans, so booking avoids them."""
 

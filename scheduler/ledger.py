@@ -56,6 +56,13 @@ class BookingLedger(Protocol):
         """Free the request's meeting (cancel); return what was freed."""
 
 
+class MeetingLinks(Protocol):
+    """Where the online meeting link a delivery backend made (Teams) is recorded."""
+
+    def set_join_url(self, request_id: str, join_url: str) -> Meeting | None:
+        """Attach ``join_url`` to the request's active meeting; None if there is none."""
+
+
 class InMemoryLedger:
     """A ledger in dictionaries with sorted spans per specialist: O(log n) per lookup."""
 
@@ -84,6 +91,13 @@ class InMemoryLedger:
             raise SpecialistBusy(meeting.specialist_id, meeting.start)
         insort(spans, (meeting.start, meeting.end))
         self._meetings[meeting.request_id] = meeting
+        return meeting
+
+    def set_join_url(self, request_id: str, join_url: str) -> Meeting | None:
+        meeting = self._meetings.get(request_id)
+        if meeting is not None:
+            meeting = self._meetings[request_id] = meeting.model_copy(
+                update={"join_url": join_url})
         return meeting
 
     def release(self, request_id: str) -> Meeting | None:

@@ -150,6 +150,18 @@ class SqlBookingLedger:
             row = conn.execute(statement).first()
         return None if row is None else _meeting(row)
 
+    def set_join_url(self, request_id: str, join_url: str) -> Meeting | None:
+        """Attach the online meeting link a backend made (Teams) to the active meeting."""
+        statement = (
+            update(meetings)
+            .where(meetings.c.request_id == request_id, meetings.c.status == "active")
+            .values(join_url=join_url, updated_at=self._clock())
+            .returning(*meetings.c)
+        )
+        with self._engine.begin() as conn:
+            row = conn.execute(statement).first()
+        return None if row is None else _meeting(row)
+
     def _insert(self, meeting: Meeting) -> None:
         now = self._clock()
         with self._engine.begin() as conn:

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import Engine
 
 from consumers.app import Stages
 from consumers.stages import Booking, Invitation, Submission
+from scheduler.caldav_delivery import CalDavDelivery
+from scheduler.calendar_ledger import CalendarAwareLedger
 from scheduler.db import create_engine_for
-from scheduler.delivery import InviteDelivery
+from scheduler.delivery import BusyCalendar, InviteDelivery
 from scheduler.directory import Center, CenterDirectory
+from scheduler.ews_delivery import EwsDelivery
+from scheduler.graph_delivery import GraphDelivery
 from scheduler.invite_log import InviteLog
 from scheduler.outbox import OutboxDelivery
 from scheduler.request_store import RequestStore
+from scheduler.smtp_delivery import SmtpDelivery
 from scheduler.sql_ledger import SqlBookingLedger
 from services.database import upgrade_database
 from services.settings import Settings
@@ -23,8 +30,8 @@ from services.settings import Settings
 DEFAULT_JOIN_URL = "https://meet.example.com/fasttrack/{meeting_id}"
 
 
-class DeliveryUnavailable(LookupError):
-    """A center's directory entry names a delivery backend this service cannot use."""
+class DeliveryUnavailable(ValueError):
+    """A center's ``delivery`` block cannot be used (bad settings, missing secret)."""
 
 
 def utc_now() -> datetime:
@@ -41,29 +48,54 @@ class Runtime:
     directory: CenterDirectory
     store: RequestStore
     clock: Callable[[], datetime]
+    env: Mapping[str, str] = field(default_factory=dict)
 
     def stages(self) -> Stages:
-        outbox = OutboxDelivery(self.settings.resolved_outbox_dir)
-
-        def delivery_for(center_id: str) -> InviteDelivery:
-            backend = self.directory.center(center_id).delivery.backend
-            if backend != "outbox":
-                raise DeliveryUnavailable(
-                    f"center {center_id} uses delivery backend {backend!r}; this build "
-                    "delivers to the outbox only")
-            return outbox
-
+        backends = build_deliveries(self.directory, self.settings.resolved_outbox_dir, self.env)
+        calendars = {cid: b for cid, b in backends.items() if isinstance(b, BusyCalendar)}
+        ledger = SqlBookingLedger(self.engine)
+        booking_ledger = CalendarAwareLedger.for_directory(ledger, self.directory, calendars)
         return Stages(
             submission=Submission(self.store, self.directory, self.clock),
-            booking=Booking(self.store, self.directory, SqlBookingLedger(self.engine),
-                            self.clock, join_url),
-            invitation=Invitation(self.store, self.directory, delivery_for,
-                                  InviteLog(self.engine), self.clock),
+            booking=Booking(self.store, self.directory, booking_ledger, self.clock, join_url),
+            invitation=Invitation(self.store, self.directory, backends.__getitem__,
+                                  InviteLog(self.engine), ledger, self.clock),
         )
 
 
-def join_url(center: Center, uid: str) -> str:
-    """The online meeting link: the center's ``delivery.join_url_template``, or the default."""
+def build_deliveries(directory: CenterDirectory, outbox_dir: Path,
+                     env: Mapping[str, str]) -> dict[str, InviteDelivery]:
+    """One delivery backend per center, built once so a bad ``delivery`` block fails at start."""
+    outbox = OutboxDelivery(outbox_dir)
+    backends: dict[str, InviteDelivery] = {}
+    for center in directory.centers:
+        settings = center.delivery.settings
+        try:
+            match center.delivery.backend:
+                case "outbox":
+                    backends[center.id] = outbox
+                case "smtp":
+                    backends[center.id] = SmtpDelivery.from_settings(settings, env)
+                case "caldav":
+                    backends[center.id] = CalDavDelivery.from_settings(settings, env)
+                case "ews":
+                    backends[center.id] = EwsDelivery.from_settings(
+                        settings, env, organizer=str(center.mailbox))
+                case "graph":
+                    backends[center.id] = GraphDelivery.from_settings(
+                        settings, env, organizer=str(center.mailbox))
+        except ValueError as exc:
+            raise DeliveryUnavailable(f"center {center.id}: {exc}") from exc
+    return backends
+
+
+def join_url(center: Center, uid: str) -> str | None:
+    """The online meeting link: the center's ``delivery.join_url_template``, or the default.
+
+    None for Graph centers: Teams makes the link, and the notifier records it from the receipt.
+    """
+    if center.delivery.backend == "graph":
+        return None
     template = str(center.delivery.settings.get("join_url_template", DEFAULT_JOIN_URL))
     return template.format(meeting_id=uid.split("@", 1)[0], center_id=center.id)
 
@@ -76,4 +108,5 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     if migrate:
         upgrade_database(url)
     engine = create_engine_for(url)
-    return Runtime(settings, engine, directory, RequestStore(engine), utc_now)
+    return Runtime(settings, engine, directory, RequestStore(engine), utc_now,
+                   dict(os.environ))

@@ -21,14 +21,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from caldav.collection import Calendar as DavCalendar
+from caldav.collection import CalendarSet
+from caldav.davclient import DAVClient
+from icalendar import Calendar, Event
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import func, select
 
+from scheduler.caldav_delivery import CalDavDelivery
 from scheduler.db import create_engine_for, invite_deliveries, meetings
+from scheduler.directory import default_directory_path
 from scheduler.request_store import RequestStore
 from services.broker import EmbeddedBroker
 from services.sample_requests import sample_requests
 from services.topics import TopicNames
+from tests.integration.delivery_servers import (
+    SERVICE_PASSWORD,
+    SERVICE_USER,
+    running_mail_sink,
+    running_radicale,
+)
 from tests.integration.waiting import wait_for
 
 pytest_plugins = ["tests.integration.db_fixtures"]
@@ -66,6 +79,7 @@ class Pipeline:
     var: Path
     database_url: str
     workers: list[Worker] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.engine = create_engine_for(self.database_url)
@@ -77,7 +91,7 @@ class Pipeline:
         return {**os.environ, "FASTTRACK_KAFKA_BOOTSTRAP": self.broker.bootstrap,
                 "FASTTRACK_KAFKA_EMBEDDED": "1", "FASTTRACK_VAR_DIR": str(self.var),
                 "FASTTRACK_TOPIC_PREFIX": self.topics.prefix,
-                "FASTTRACK_DATABASE_URL": self.database_url}
+                "FASTTRACK_DATABASE_URL": self.database_url, **self.extra_env}
 
     def spawn(self, name: str) -> Worker:
         log = self.var / f"{name}.log"
@@ -97,10 +111,19 @@ class Pipeline:
             return worker.assignment() or None
         return wait_for(assigned, timeout, "the worker's partition assignment")
 
-    def requests(self, count: int, tag: str) -> list[dict[str, Any]]:
+    def requests(self, count: int, tag: str, **changes: Any) -> list[dict[str, Any]]:
+        """Sample requests submitted a minute ago; ``changes`` are set on every one."""
         start = datetime.now(UTC) - timedelta(minutes=1)
-        return list(sample_requests(count, start, per_hour=3600, seed=len(tag),
-                                    prefix=f"{self.topics.prefix}-{tag}"))
+        return [{**r, **changes} for r in sample_requests(
+            count, start, per_hour=3600, seed=len(tag), prefix=f"{self.topics.prefix}-{tag}")]
+
+    def use_directory(self, edit: Callable[[dict[str, Any]], None]) -> None:
+        """Run the workers on the sample directory as changed by ``edit``."""
+        data = yaml.safe_load(default_directory_path().read_text(encoding="utf-8"))
+        edit(data)
+        path = self.var / "directory.yaml"
+        path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        self.extra_env["FASTTRACK_DIRECTORY"] = str(path)
 
     def submit(self, *records: tuple[bytes | None, bytes], partition: int | None = None) -> None:
         for key, value in records:
@@ -301,3 +324,86 @@ def test_two_workers_share_the_partitions_and_finish_everything(pipeline: Pipeli
     assert pipeline.wait_final([r["request_id"] for r in requests]) == {"invited": 60}
     assert pipeline.count(meetings) == 60
     assert pipeline.no_specialist_overlaps()
+
+
+TAIWAN = {"tenant": {"id": "t-tw", "name": "Contoso Taiwan", "country": "TW"},
+          "requester": {"name": "Lin", "email": "it@contoso.example.com", "language": "zh-TW"},
+          "source": "admin_center"}
+
+
+def set_delivery(center_id: str, delivery: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    def edit(data: dict[str, Any]) -> None:
+        next(c for c in data["centers"] if c["id"] == center_id)["delivery"] = delivery
+    return edit
+
+
+def test_a_center_delivering_by_smtp_sends_imip_mail(pipeline: Pipeline) -> None:
+    with running_mail_sink() as sink:
+        pipeline.use_directory(set_delivery("taipei", {
+            "backend": "smtp", "host": sink.host, "port": sink.port, "starttls": False}))
+        pipeline.ready(pipeline.spawn("worker"))
+        requests = pipeline.requests(3, "smtp", **TAIWAN)  # zh-Hant: only Taipei speaks it
+        pipeline.submit_requests(requests)
+        assert pipeline.wait_final([r["request_id"] for r in requests]) == {"invited": 3}
+        wait_for(lambda: len(sink.received) == 3, 10, "three messages at the SMTP server")
+
+    for received in sink.received:
+        message = received.message
+        assert message["From"].addresses[0].addr_spec == "fasttrack.taipei@example.com"
+        calendars = [p for p in message.walk() if p.get_content_type() == "text/calendar"]
+        assert calendars and calendars[0].get_param("method") == "REQUEST"
+        assert "it@contoso.example.com" in received.recipients
+    assert pipeline.outbox(".ics") == []
+
+
+def test_specialists_calendar_events_in_caldav_push_the_booking_later(
+        pipeline: Pipeline, tmp_path: Path) -> None:
+    (tmp_path / "radicale").mkdir()
+    with running_radicale(tmp_path / "radicale") as radicale:
+        taipei = next(c for c in yaml.safe_load(default_directory_path().read_text())["centers"]
+                      if c["id"] == "taipei")
+        busy_until = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
+        service = CalDavDelivery(radicale.url, SERVICE_USER, SERVICE_PASSWORD)
+        for person in taipei["specialists"]:  # each has a two-day offsite in their calendar
+            offsite(radicale.url, service.calendar_path(person["email"]), person["id"],
+                    datetime.now(UTC) - timedelta(hours=1), busy_until)
+        pipeline.use_directory(set_delivery("taipei", {
+            "backend": "caldav", "url": radicale.url, "username": SERVICE_USER,
+            "password_env": "TEST_CALDAV_PASSWORD", "auth_type": "basic"}))
+        pipeline.extra_env["TEST_CALDAV_PASSWORD"] = SERVICE_PASSWORD
+        pipeline.ready(pipeline.spawn("worker"))
+        requests = pipeline.requests(2, "caldav", **TAIWAN)
+        pipeline.submit_requests(requests)
+        assert pipeline.wait_final([r["request_id"] for r in requests]) == {"invited": 2}
+
+        for request in requests:
+            status = pipeline.store.status(request["request_id"])
+            assert status is not None and status.meeting is not None
+            assert status.meeting.start >= busy_until
+            email = next(p["email"] for p in taipei["specialists"]
+                         if p["id"] == status.meeting.specialist_id)
+            assert status.meeting.uid in event_uids(radicale.url, service.calendar_path(email))
+
+
+def offsite(url: str, path: str, person: str, start: datetime, end: datetime) -> None:
+    """An event a specialist put in their own calendar, which booking must work around."""
+    event = Event()
+    for name, value in (("uid", f"offsite-{person}"), ("dtstamp", start), ("dtstart", start),
+                        ("dtend", end), ("summary", "Team offsite")):
+        event.add(name, value)
+    calendar = Calendar()
+    calendar.add("prodid", "-//Specialist//Phone//EN")
+    calendar.add("version", "2.0")
+    calendar.add_component(event)
+    home, _, name = path.rstrip("/").rpartition("/")
+    with DAVClient(url=url, username=SERVICE_USER, password=SERVICE_PASSWORD) as client:
+        client.mkcol(str(client.url.join(home + "/")), "")  # the specialist's calendar home
+        target = DavCalendar(client=client, parent=CalendarSet(client=client, url=home + "/"),
+                             id=name).save()
+        target.add_event(calendar.to_ical().decode(), increase_seqno=False)
+
+
+def event_uids(url: str, path: str) -> set[str]:
+    with DAVClient(url=url, username=SERVICE_USER, password=SERVICE_PASSWORD) as client:
+        return {str(Calendar.from_ical(e.data).events[0]["UID"])
+                for e in client.calendar(url=path).get_events()}

@@ -389,3 +389,14 @@ def test_naive_datetimes_are_refused(engine: Engine) -> None:
             start_utc=datetime(2026, 3, 2, 10), end_utc=at("11:00"), revision=1, uid="u",
             status="active", created_at=at("09:00"), updated_at=at("09:00"),
         ))
+
+
+def test_a_backend_made_join_url_is_attached_to_the_active_meeting(
+        ledger: InMemoryLedger | SqlBookingLedger) -> None:
+    """Graph makes the Teams link only when it creates the event; the ledger keeps it."""
+    booked = meeting("req-teams", at("10:00"), at("11:00"))
+    ledger.record(booked)
+    url = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_abc%40thread.v2/0"
+    assert ledger.set_join_url("req-teams", url).join_url == url
+    assert ledger.meeting_for("req-teams").join_url == url
+    assert ledger.set_join_url("req-unknown", url) is None

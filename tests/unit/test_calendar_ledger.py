@@ -40,7 +40,7 @@ def test_calendar_busy_time_moves_the_booking() -> None:
     # Both Taipei specialists are in other meetings from 13:30 to 15:00 local (05:30-07:00Z).
     emails = [str(s.email) for s in TAIPEI.specialists]
     calendar = FakeCalendar({e: [(at(5, 30), at(7))] for e in emails})
-    ledger = CalendarAwareLedger(InMemoryLedger(), calendar, TAIPEI)
+    ledger = CalendarAwareLedger.for_directory(InMemoryLedger(), DIRECTORY, {"taipei": calendar})
     request = parse_help_request(help_request())
     outcome = book(route(request, DIRECTORY, request.submitted_at), DIRECTORY, ledger)
     assert outcome.meeting is not None
@@ -49,7 +49,8 @@ def test_calendar_busy_time_moves_the_booking() -> None:
 
 
 def test_without_calendar_events_the_first_slot_is_booked() -> None:
-    ledger = CalendarAwareLedger(InMemoryLedger(), FakeCalendar({}), TAIPEI)
+    calendars = {"taipei": FakeCalendar({})}
+    ledger = CalendarAwareLedger.for_directory(InMemoryLedger(), DIRECTORY, calendars)
     request = parse_help_request(help_request())
     outcome = book(route(request, DIRECTORY, request.submitted_at), DIRECTORY, ledger)
     assert outcome.meeting is not None and outcome.meeting.start == at(5, 30)
@@ -63,9 +64,14 @@ def test_ledger_meetings_and_calendar_events_are_merged() -> None:
     person = next(s for s in TAIPEI.specialists if s.id == booked.specialist_id)
     calendar = FakeCalendar({str(person.email): [(booked.end, booked.end + timedelta(hours=1)),
                                                  (booked.start, booked.end)]})
-    ledger = CalendarAwareLedger(inner, calendar, TAIPEI)
+    ledger = CalendarAwareLedger.for_directory(inner, DIRECTORY, {"taipei": calendar})
     spans = ledger.schedules([person.id], at(0), at(23))[person.id]
     assert list(spans) == [(booked.start, booked.end + timedelta(hours=1))]
+
+
+def test_centers_without_a_calendar_backend_keep_the_plain_ledger() -> None:
+    inner = InMemoryLedger()
+    assert CalendarAwareLedger.for_directory(inner, DIRECTORY, {}) is inner
 
 
 def test_merge_spans_unions_overlapping_and_touching_spans() -> None:
