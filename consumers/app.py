@@ -104,7 +104,8 @@ class _Runner:
             except Exception as exc:
                 log.warning("stage_failed", topic=origin.topic, offset=origin.offset,
                             attempt=attempt, error=type(exc).__name__)
-                if attempt == MAX_ATTEMPTS:
+                # A failure its raiser calls permanent (a 550 from SMTP) will not pass.
+                if attempt == MAX_ATTEMPTS or getattr(exc, "transient", True) is False:
                     return await self._deadletter(value, origin, exc, attempt)
                 await asyncio.sleep(RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
         raise AssertionError("unreachable")

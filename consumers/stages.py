@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from consumers.envelope import MAX_RECORD_BYTES, Emit, Origin, Unprocessable, encode
 from consumers.routing import route
 from scheduler.booking import JoinUrl, book
-from scheduler.delivery import Invite, InviteDelivery
+from scheduler.delivery import DeliveryFailed, Invite, InviteDelivery
 from scheduler.delivery_retry import send_with_retry
 from scheduler.directory import CenterDirectory
 from scheduler.invite_log import InviteLog
@@ -134,8 +134,13 @@ class Invitation:
         sequence = meeting.revision - 1
         ics = build_invite(meeting, request, center, sequence=sequence, method="REQUEST", now=now)
         message = build_imip_message(ics, meeting, request, center, method="REQUEST", now=now)
-        receipt = send_with_retry(backend, Invite(meeting, request, center, sequence,
-                                                  "REQUEST", ics, message))
+        try:
+            receipt = send_with_retry(backend, Invite(meeting, request, center, sequence,
+                                                      "REQUEST", ics, message))
+        except DeliveryFailed as exc:
+            self.log.record(meeting.uid, request.request_id, sequence, "REQUEST", backend.name,
+                            "failed", now, detail=str(exc)[:500])
+            raise  # the runner retries the record, then dead-letters it
         location = receipt.location
         if receipt.join_url and receipt.join_url != meeting.join_url:
             self.links.set_join_url(request.request_id, receipt.join_url)

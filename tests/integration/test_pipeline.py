@@ -407,3 +407,24 @@ def event_uids(url: str, path: str) -> set[str]:
     with DAVClient(url=url, username=SERVICE_USER, password=SERVICE_PASSWORD) as client:
         return {str(Calendar.from_ical(e.data).events[0]["UID"])
                 for e in client.calendar(url=path).get_events()}
+
+
+def test_a_delivery_that_keeps_failing_is_dead_lettered_and_visible(pipeline: Pipeline) -> None:
+    with running_mail_sink() as sink:
+        sink.data_reply = "550 5.7.1 relaying denied"
+        pipeline.use_directory(set_delivery("taipei", {
+            "backend": "smtp", "host": sink.host, "port": sink.port, "starttls": False}))
+        pipeline.ready(pipeline.spawn("worker"))
+        requests = pipeline.requests(1, "refused", **TAIWAN)
+        pipeline.submit_requests(requests)
+        request_id = requests[0]["request_id"]
+        assert pipeline.wait_final([request_id]) == {"deadlettered": 1}
+
+    (dead,) = pipeline.read(pipeline.topics.requests_deadletter, 1)
+    headers = dict(dead.headers)
+    assert headers["error_class"] == b"DeliveryFailed"
+    assert headers["origin_topic"] == pipeline.topics.meetings_booked.encode()
+    assert headers["attempts"] == b"1"  # permanent: no pointless retries
+    assert b"550" in headers["error_message"]
+    assert pipeline.count(invite_deliveries, status="failed") == 1
+    assert pipeline.count(invite_deliveries, status="delivered") == 0
