@@ -125,7 +125,7 @@ class _Runner:
         self.store.record_deadletter(
             request_id=request_id, origin_topic=origin.topic, origin_partition=origin.partition,
             origin_offset=origin.offset, error_class=type(error).__name__,
-            message=str(error)[:2000], payload=value, attempts=attempts, now=now,
+            message=str(error)[:2000], payload=value, attempts=attempts, now=now, key=origin.key,
             headers={k: v.decode("utf-8", "replace") for k, v in emit.headers.items()},
         )
         if request_id is not None and getattr(error, "marks_request", True):

@@ -154,11 +154,25 @@ deadletters = Table(
     Column("at", UtcDateTime(), nullable=False),
     Column("state", String(16), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+    Column("record_key", LargeBinary),  # the original Kafka key, so a redrive reproduces it
     UniqueConstraint("origin_topic", "origin_partition", "origin_offset",
                      name="uq_deadletters_origin"),
     CheckConstraint("state IN ('open', 'redriven', 'discarded')", name="ck_deadletters_state"),
     Index("ix_deadletters_state_at", "state", "at"),
     Index("ix_deadletters_request", "request_id"),
+)
+
+ops_audit = Table(
+    "ops_audit", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("deadletter_id", BigInteger),
+    Column("error_class", String(255)),
+    Column("target", String(255)),
+    Column("detail", Text),
+    Index("ix_ops_audit_deadletter", "deadletter_id"),
 )
 
 invite_deliveries = Table(

@@ -307,7 +307,7 @@ class RequestStore:
         self, *, request_id: str | None, origin_topic: str | None,
         origin_partition: int | None, origin_offset: int | None, error_class: str,
         message: str, payload: bytes, headers: Mapping[str, str], now: datetime,
-        attempts: int = 1,
+        attempts: int = 1, key: bytes | None = None,
     ) -> int:
         """Record what was sent to the dead-letter topic; return its id.
 
@@ -320,7 +320,7 @@ class RequestStore:
                     origin_partition=origin_partition, origin_offset=origin_offset,
                     error_class=error_class, message=message, payload=payload,
                     headers=canonical_json(dict(headers)), attempts=attempts, at=now,
-                    state="open", updated_at=now,
+                    state="open", updated_at=now, record_key=key,
                 ).returning(deadletters.c.id))
                 return int(result.scalar_one())
         except IntegrityError:

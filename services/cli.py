@@ -12,6 +12,8 @@ from pathlib import Path
 
 from scheduler.directory import CenterDirectory, DirectoryInvalid
 from schemas.help_request import RFC3339_PATTERN
+from services.ops_cli import add_ops_commands
+from services.ops_kafka import KafkaUnavailable
 from services.request_files import BadLine, read_requests
 from services.settings import Settings
 
@@ -30,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
     try:
         return int(args.handler(args, Settings()))
-    except (UsageError, DirectoryInvalid) as exc:
+    except (UsageError, DirectoryInvalid, KafkaUnavailable, ValueError) as exc:
         print(f"fasttrack {args.command}: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:
@@ -90,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     samples.add_argument("--per-hour", type=float, default=120.0,
                          help="average submissions per hour (default 120)")
     samples.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    add_ops_commands(commands)
     return parser
 
 

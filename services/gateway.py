@@ -31,6 +31,11 @@ from schemas.errors import InvalidMessage
 from schemas.help_request import HelpRequest, parse_help_request
 from services.api_keys import ApiKey, ApiKeyRing, InvalidApiKeys, load_api_keys
 from services.database import upgrade_database
+from services.kafka_config import kafka_python_producer_kwargs
+from services.ops_api import OpsContext, create_ops_router
+from services.ops_deadletters import DeadLetterDesk, KafkaRecordSink
+from services.ops_kafka import KafkaObserver
+from services.ops_metrics import OpsCollector
 from services.publisher import KafkaRequestPublisher, PublishFailed, RequestPublisher
 from services.settings import Settings
 
@@ -284,8 +289,12 @@ def _public(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_gateway(settings: Settings, *, store: RequestStore, publisher: RequestPublisher,
-                   keys: ApiKeyRing, clock: Callable[[], datetime]) -> FastAPI:
-    """The gateway app; its lifespan starts and stops ``publisher``."""
+                   keys: ApiKeyRing, clock: Callable[[], datetime],
+                   ops: OpsContext | None = None) -> FastAPI:
+    """The gateway app; its lifespan starts and stops ``publisher``.
+
+    With ``ops``, it also serves the ops API and dashboard and exports the pipeline's metrics.
+    """
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -324,6 +333,9 @@ def create_gateway(settings: Settings, *, store: RequestStore, publisher: Reques
                       responses={503: {"model": Health, "description": "Degraded"}})
     app.add_api_route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics",
                       tags=["operations"], response_class=Response)
+    if ops is not None:
+        app.include_router(create_ops_router(ops))
+        gateway_metrics.registry.register(OpsCollector(ops.engine, ops.observer, ops.clock))
     return app
 
 
@@ -355,9 +367,14 @@ def run_gateway(settings: Settings) -> int:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
     upgrade_database(settings.resolved_database_url)
     engine = create_engine_for(settings.resolved_database_url)
+    observer = KafkaObserver.for_pipeline(kafka, settings.topics)
+    sink = KafkaRecordSink(kafka_python_producer_kwargs(kafka))
+    ops = OpsContext(keys=keys, engine=engine, directory=settings.load_directory(),
+                     observer=observer, desk=DeadLetterDesk(engine, sink, _utc_now),
+                     clock=_utc_now)
     app = create_gateway(settings, store=RequestStore(engine),
                          publisher=KafkaRequestPublisher(kafka, settings.topics),
-                         keys=keys, clock=_utc_now)
+                         keys=keys, clock=_utc_now, ops=ops)
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.http_host, port=settings.http_port, lifespan="on",
         access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS))
@@ -367,6 +384,8 @@ def run_gateway(settings: Settings) -> int:
         print("fasttrack gateway: could not start; the log above says why", file=sys.stderr)
         return 1
     finally:
+        observer.close()
+        sink.close()
         engine.dispose()
     return 0
 

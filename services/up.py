@@ -253,22 +253,26 @@ def _stop_broker(broker: EmbeddedBroker, console: Console) -> None:
     broker.stop()
 
 
-def gateway_api_keys(settings: Settings) -> tuple[str, str | None]:
-    """FASTTRACK_API_KEYS for the gateway, and the development key when one had to be made.
+def gateway_api_keys(settings: Settings) -> tuple[str, str | None, str | None]:
+    """FASTTRACK_API_KEYS for the gateway, and the development portal and ops keys when they
+    had to be made.
 
-    With nothing configured, a new development key is written to ``var/dev-api-key`` (0600).
+    With nothing configured, new keys are written to ``var/dev-api-key`` (portal) and
+    ``var/dev-ops-key`` (dashboard), both 0600.
     """
     if settings.api_keys:
-        return settings.api_keys, None
-    from services.api_keys import generate_dev_key
+        return settings.api_keys, None, None
+    from services.api_keys import ApiKey, KeyKind, dump_api_keys, generate_dev_key
 
-    dev = generate_dev_key()
-    path = settings.var_dir / "dev-api-key"
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        os.fchmod(handle.fileno(), 0o600)  # it may have existed with wider permissions
-        handle.write(dev.key + "\n")
-    return json.dumps([{"name": dev.name, "key": dev.key, "kind": "portal"}]), dev.key
+    portal = generate_dev_key()
+    ops = ApiKey(name="dev-ops", key=generate_dev_key().key, kind=KeyKind.OPS)
+    for name, key in (("dev-api-key", portal.key), ("dev-ops-key", ops.key)):
+        descriptor = os.open(settings.var_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                             0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # it may have existed with wider permissions
+            handle.write(key + "\n")
+    return dump_api_keys([portal, ops]), portal.key, ops.key
 
 
 def child_environment(settings: Settings, bootstrap: str, http_port: int) -> dict[str, str]:
@@ -357,7 +361,7 @@ def example_request(now: datetime) -> dict[str, Any]:
 
 
 def ready_banner(settings: Settings, base_url: str, bootstrap: str, dev_key: str | None,
-                 workers: int) -> str:
+                 workers: int, ops_key: str | None = None) -> str:
     var = settings.var_dir
     key_file = var / "dev-api-key"
     key_line = (f"{dev_key}   (development key, also in {key_file})" if dev_key
@@ -368,7 +372,7 @@ def ready_banner(settings: Settings, base_url: str, bootstrap: str, dev_key: str
     return f"""
 FastTrack is ready: {base_url}
   API         {base_url}/v1/requests      OpenAPI docs: {base_url}/docs
-  Dashboard   {base_url}/dashboard
+  Dashboard   {base_url}/dashboard{f"?key={ops_key}" if ops_key else "  (an ops key)"}
   Metrics     {base_url}/metrics
   Kafka       {kafka}, {workers} worker(s)
   Database    {settings.resolved_database_url}
@@ -629,7 +633,7 @@ def _bring_up_and_supervise(settings: Settings, demo: bool, demo_rate: float, wo
     bootstrap = start_kafka(settings, stack, console)
     if stop.requested:
         return 0
-    api_keys, dev_key = gateway_api_keys(settings)
+    api_keys, dev_key, ops_key = gateway_api_keys(settings)
     env = child_environment(settings, bootstrap, http_port)
     logs = settings.var_dir / "logs"
 
@@ -648,7 +652,7 @@ def _bring_up_and_supervise(settings: Settings, demo: bool, demo_rate: float, wo
     base_url = f"http://{settings.http_host}:{http_port}"
     if not wait_until_healthy(base_url, gateway, children, stop):
         return 0
-    console.block(ready_banner(settings, base_url, bootstrap, dev_key, worker_count))
+    console.block(ready_banner(settings, base_url, bootstrap, dev_key, worker_count, ops_key))
 
     feed = _start_demo(settings, base_url, dev_key, demo_rate, console, stack) if demo else None
     status = StatusReport(settings, children, console, feed)
