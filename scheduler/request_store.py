@@ -240,6 +240,32 @@ class RequestStore:
             )
         return new
 
+    def reopen(self, request_id: str, now: datetime,
+               detail: Mapping[str, Any] | None = None) -> RequestState | None:
+        """Take a dead-lettered request back to the last stage it reached, for a redrive.
+
+        Dead-lettered is final for the pipeline's forward-only ``advance``; ops redriving the
+        record after a fix is the one way back. Returns the stage, or None when the request is
+        unknown or not dead-lettered (nothing to reopen).
+        """
+        with self._engine.begin() as conn:
+            current = conn.execute(
+                select(requests.c.status).where(requests.c.request_id == request_id)
+                .with_for_update()).scalar_one_or_none()
+            if current != RequestState.DEADLETTERED.value:
+                return None
+            reached = [RequestState(s) for s in conn.execute(
+                select(request_events.c.status).where(
+                    request_events.c.request_id == request_id,
+                    request_events.c.status.in_([s.value for s in _STAGES])))
+                .scalars()]
+            stage = max(reached, key=_STAGES.index, default=RequestState.ACCEPTED)
+            conn.execute(insert(request_events).values(_event(
+                request_id, stage, now, {"reopened": True, **dict(detail or {})})))
+            conn.execute(update(requests).where(requests.c.request_id == request_id)
+                         .values(status=stage.value, updated_at=now))
+        return stage
+
     def status(self, request_id: str) -> RequestStatus | None:
         """The request's status, center, active meeting and timeline (oldest first)."""
         active = and_(meetings.c.request_id == requests.c.request_id,

@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 
 from scheduler.db import deadletters, ops_audit, read_connection
+from scheduler.request_store import RequestStore
 from schemas.events import utc_z
 
 #: Headers the pipeline adds when it dead-letters a record (consumers.envelope.deadletter).
@@ -159,6 +160,9 @@ class DeadLetterDesk:
         headers = [(k, v.encode()) for k, v in letter.headers.items()
                    if k not in ERROR_HEADERS and k != REDRIVEN_FROM]
         headers.append((REDRIVEN_FROM, json.dumps(origin, separators=(",", ":")).encode()))
+        if letter.request_id is not None:  # a stage's dead letter made the request final
+            RequestStore(self._engine).reopen(letter.request_id, self._clock(),
+                                              {"redrive_of": letter.id, "by": actor[:100]})
         partition, offset = self._sink.produce(
             letter.origin_topic, letter.origin_partition, letter.key, letter.payload, headers)
         outcome = {"id": letter.id, "state": "redriven", "topic": letter.origin_topic,

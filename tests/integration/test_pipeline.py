@@ -34,6 +34,7 @@ from scheduler.db import create_engine_for, invite_deliveries, meetings
 from scheduler.directory import default_directory_path
 from scheduler.request_store import RequestStore
 from services.broker import EmbeddedBroker
+from services.ops_deadletters import DeadLetterDesk, KafkaRecordSink
 from services.sample_requests import sample_requests
 from services.topics import TopicNames
 from tests.integration.delivery_servers import (
@@ -428,3 +429,28 @@ def test_a_delivery_that_keeps_failing_is_dead_lettered_and_visible(pipeline: Pi
     assert b"550" in headers["error_message"]
     assert pipeline.count(invite_deliveries, status="failed") == 1
     assert pipeline.count(invite_deliveries, status="delivered") == 0
+
+
+def test_after_a_fix_a_redriven_delivery_ends_invited(pipeline: Pipeline) -> None:
+    with running_mail_sink() as sink:
+        sink.data_reply = "550 5.7.1 relaying denied"
+        pipeline.use_directory(set_delivery("taipei", {
+            "backend": "smtp", "host": sink.host, "port": sink.port, "starttls": False}))
+        pipeline.ready(pipeline.spawn("worker"))
+        (request,) = pipeline.requests(1, "redrive", **TAIWAN)
+        pipeline.submit_requests([request])
+        request_id = request["request_id"]
+        assert pipeline.wait_final([request_id]) == {"deadlettered": 1}
+
+        sink.data_reply = None  # the mail admin allows the relay
+        (letter,) = pipeline.store.list_deadletters()
+        desk = DeadLetterDesk(pipeline.engine, KafkaRecordSink(
+            {"bootstrap_servers": pipeline.broker.bootstrap}), lambda: datetime.now(UTC))
+        desk.redrive(letter.id, "ops-oncall")
+        assert pipeline.wait_final([request_id]) == {"invited": 1}
+        wait_for(lambda: len(sink.received) == 1, 10, "the invite at the SMTP server")
+
+    status = pipeline.store.status(request_id)
+    assert status is not None
+    assert [str(e.status) for e in status.timeline][-3:] == ["deadlettered", "booked", "invited"]
+    assert pipeline.count(meetings, status="active") == 1
