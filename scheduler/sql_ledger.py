@@ -25,7 +25,7 @@ _REQUEST_INDEX = "uq_meetings_active_request"
 _EXCLUSION_VIOLATION = "23P01"  # PostgreSQL SQLSTATE
 _UNIQUE_VIOLATION = "23505"
 _RETRYABLE = {"40P01", "40001"}  # deadlock detected, serialization failure
-_ATTEMPTS = 8
+_ATTEMPTS = 16
 
 
 def _utc_now() -> datetime:
@@ -135,7 +135,7 @@ class SqlBookingLedger:
                 if _sqlstate(exc) not in _RETRYABLE or attempt == _ATTEMPTS:
                     raise
                 # Jittered backoff, or the same contenders deadlock again in lockstep.
-                time.sleep(random.uniform(0, 0.005 * 2 ** attempt))
+                time.sleep(random.uniform(0, min(0.005 * 2 ** attempt, 0.25)))
             attempt += 1
 
     def release(self, request_id: str) -> Meeting | None:
