@@ -1,0 +1,238 @@
+"""The timed work's job bodies: reminders, the booking SLA, reconciliation.
+
+Each job takes only ids, reads the time from the injected clock, re-checks the database before
+acting and claims what it sends, so running it twice (two schedulers, a retry, a restart) does
+it once. The APScheduler wiring lives in ``services.timed_work``; nothing here imports it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from scheduler.directory import CenterDirectory
+from scheduler.ledger import BookingLedger
+from scheduler.lifecycle import Lifecycle, release_orphan, resend, send_update
+from scheduler.lifecycle_records import REMINDER_PREFIX, LifecycleRecords
+from scheduler.reminders import (
+    DEFAULT_OFFSETS,
+    MAX_KIND_LENGTH,
+    Reminder,
+    ReminderSender,
+    build_reminder,
+    due_reminders,
+    reminder_times,
+)
+from scheduler.request_store import RequestState, RequestStore, canonical_json
+from schemas.events import MeetingBooked, RequestEscalated, RequestRouted, RoutingDecision
+
+#: ``publish(topic, key, value)``: ``topic`` is a TopicNames attribute, e.g. ``requests_routed``.
+Publish = Callable[[str, bytes, bytes], None]
+log = structlog.get_logger("fasttrack.timed_work")
+
+
+@dataclass(frozen=True)
+class TimedWorkPolicy:
+    """How the timed work behaves; the defaults are the product's."""
+
+    reminders: Mapping[str, timedelta] = field(default_factory=lambda: dict(DEFAULT_OFFSETS))
+    booking_sla: timedelta = timedelta(minutes=15)
+    stale_after: timedelta = timedelta(minutes=2)  # in flight this long: re-drive it
+
+    def __post_init__(self) -> None:
+        for kind, offset in self.reminders.items():
+            if not kind or len(kind) > MAX_KIND_LENGTH or offset <= timedelta(0):
+                raise ValueError(f"reminders: {kind!r}: a name of 1-{MAX_KIND_LENGTH} "
+                                 "characters and a positive offset")
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedJob:
+    """A one-off job to have in the job store: its id says what it is, so adding it twice
+    replaces it and a moved meeting (new revision) gets new ids."""
+
+    id: str
+    run_at: datetime
+    args: tuple[str, str, int]
+
+
+def reminder_job_id(request_id: str, kind: str, revision: int) -> str:
+    return f"reminder:{request_id}:{kind}:r{revision}"
+
+
+def _encode(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@dataclass
+class TimedWork:
+    """The job bodies over the ports; one per process that may lead."""
+
+    store: RequestStore
+    ledger: BookingLedger
+    records: LifecycleRecords
+    lifecycle: Lifecycle
+    directory: Callable[[], CenterDirectory]
+    reminders: ReminderSender
+    publish: Publish
+    clock: Callable[[], datetime]
+    policy: TimedWorkPolicy = field(default_factory=TimedWorkPolicy)
+    _redriven: dict[str, datetime] = field(default_factory=dict)
+
+    # --- reminders -------------------------------------------------------------------------
+
+    def plan_reminders(self) -> list[PlannedJob]:
+        """Reminder jobs for invited meetings starting within the longest offset (and a
+        margin), except those already claimed; a missed one is planned for now."""
+        now = self.clock()
+        horizon = max(self.policy.reminders.values()) + timedelta(hours=1)
+        meetings = self.records.meetings_starting(now, now + horizon)
+        claimed = self.records.claimed([m.uid for m in meetings])
+        planned = []
+        for meeting in meetings:
+            for kind, at in reminder_times(meeting.start, self.policy.reminders).items():
+                if (meeting.uid, meeting.revision, REMINDER_PREFIX + kind) in claimed:
+                    continue
+                planned.append(PlannedJob(
+                    reminder_job_id(meeting.request_id, kind, meeting.revision), max(at, now),
+                    (meeting.request_id, kind, meeting.revision)))
+        return planned
+
+    def send_reminder(self, request_id: str, kind: str, revision: int) -> str:
+        """Send one reminder if the meeting is still invited at ``revision`` and it is due."""
+        meeting = self.ledger.meeting_for(request_id)
+        if meeting is None or meeting.revision != revision:
+            return "moved or cancelled"
+        status = self.store.status(request_id)
+        if status is None or status.status is not RequestState.INVITED:
+            return "not invited"
+        now = self.clock()
+        plan = due_reminders(meeting.start, self.policy.reminders, now)
+        method = REMINDER_PREFIX + kind
+        if kind in plan.skip:
+            self.records.claim(meeting.uid, request_id, revision, method, "none", now)
+            self.records.settle(meeting.uid, revision, method, "skipped", now)
+            return "overtaken by a later reminder"
+        if plan.send != kind:
+            return "not due"
+        if not self.records.claim(meeting.uid, request_id, revision, method,
+                                  self.reminders.name, now):
+            return "already sent"
+        request = self.records.request(request_id)
+        assert request is not None
+        center = self.directory().center(meeting.center_id)
+        email = build_reminder(meeting, request, center, kind, now=now)
+        try:
+            where = self.reminders.send(Reminder(meeting, request, center, kind, email))
+        except Exception as exc:
+            self.records.settle(meeting.uid, revision, method, "failed", now, str(exc)[:2000])
+            raise
+        self.records.settle(meeting.uid, revision, method, "delivered", now, where)
+        return "sent"
+
+    # --- booking SLA -----------------------------------------------------------------------
+
+    def sla_sweep(self) -> list[str]:
+        """Escalate every request not booked within the SLA; return their ids."""
+        now = self.clock()
+        due = self.records.unbooked_since(now - self.policy.booking_sla)
+        return [d.request_id for d in due if self.sla_check(d.request_id)]
+
+    def sla_check(self, request_id: str) -> bool:
+        """Escalate the request if it is still not booked ``booking_sla`` after acceptance."""
+        now = self.clock()
+        status = self.store.status(request_id)
+        if status is None or status.status not in (RequestState.ACCEPTED, RequestState.ROUTED):
+            return False
+        accepted_at = status.timeline[0].at
+        if now < accepted_at + self.policy.booking_sla:
+            return False
+        minutes = int(self.policy.booking_sla.total_seconds() // 60)
+        detail = f"not booked within {minutes} minutes of acceptance (still {status.status})"
+        state = self.store.advance(request_id, RequestState.ESCALATED, now,
+                                   {"stage": "sla", "reasons": ["sla_breached"],
+                                    "detail": detail})
+        if state is not RequestState.ESCALATED:
+            return False
+        event = RequestEscalated(request_id=request_id, stage="sla", reasons=[], detail=detail,
+                                 request=self.records.request(request_id), escalated_at=now)
+        self.publish("requests_escalated", request_id.encode(), _encode(event.to_json_dict()))
+        log.warning("sla_escalated", request_id=request_id, detail=detail)
+        return True
+
+    # --- reconciliation --------------------------------------------------------------------
+
+    def reconcile(self) -> dict[str, int]:
+        """Drive on what is stuck: re-publish in-flight requests from the database, free
+        meetings of ended requests, send updates and cancels that a crash left unsent."""
+        now = self.clock()
+        counts = {"redriven": 0, "orphans": 0, "updates": 0, "resent": 0}
+        for pending in self.store.non_final(now - self.policy.stale_after):
+            last = self._redriven.get(pending.request_id)
+            if last is not None and now - last < self.policy.stale_after:
+                continue
+            if self._redrive(pending.request_id, pending.status):
+                self._redriven[pending.request_id] = now
+                counts["redriven"] += 1
+        for meeting in self.records.orphaned_meetings():
+            release_orphan(meeting, self.lifecycle, now)
+            counts["orphans"] += 1
+        for meeting in self.records.uninvited_moves():
+            counts["updates"] += send_update(meeting, self.lifecycle, now)
+        counts["resent"] = self._resend_stale_claims(now)
+        if any(counts.values()):
+            log.info("reconciled", **counts)
+        return counts
+
+    def _redrive(self, request_id: str, status: RequestState) -> bool:
+        body = self.records.body(request_id)
+        if body is None:
+            return False
+        key = request_id.encode()
+        if status is RequestState.ACCEPTED:
+            self.publish("requests_submitted", key, canonical_json(body).encode())
+            return True
+        request = self.records.request(request_id)
+        stored = self.store.status(request_id)
+        assert request is not None and stored is not None
+        if status is RequestState.ROUTED:
+            decisions = [e.detail["decision"] for e in stored.timeline
+                         if e.status is RequestState.ROUTED and e.detail
+                         and "decision" in e.detail]
+            if not decisions:
+                return False
+            decision = RoutingDecision.model_validate(decisions[-1])
+            routed = RequestRouted(request=request, decision=decision)
+            self.publish("requests_routed", str(decision.center_id).encode(),
+                         _encode(routed.to_json_dict()))
+            return True
+        meeting = self.ledger.meeting_for(request_id)
+        if meeting is None:
+            return False
+        booked_at = next((e.at for e in reversed(stored.timeline)
+                          if e.status is RequestState.BOOKED), self.clock())
+        booked = MeetingBooked(request=request, meeting=meeting, booked_at=booked_at)
+        self.publish("meetings_booked", key, _encode(booked.to_json_dict()))
+        return True
+
+    def _resend_stale_claims(self, now: datetime) -> int:
+        resent = 0
+        for claim in self.records.stale_claims(now - self.policy.stale_after):
+            latest = self.lifecycle.changes.latest(claim.request_id)
+            request = self.records.request(claim.request_id)
+            if latest is None or request is None:
+                continue
+            meeting, active = latest
+            if claim.method == "REQUEST" and not (active and meeting.revision == claim.sequence
+                                                  + 1):
+                continue  # that revision was replaced; its update is moot
+            backend = self.lifecycle.deliveries(meeting.center_id)
+            resend(self.lifecycle, meeting, request, claim.method,  # type: ignore[arg-type]
+                   claim.sequence, backend, now)
+            resent += 1
+        return resent

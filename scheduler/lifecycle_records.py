@@ -1,0 +1,158 @@
+"""What the lifecycle and the timed work read and claim in the existing tables.
+
+Messages (cancels, reschedules, reminders) are claimed before they are sent: one row per
+(UID, SEQUENCE, METHOD) in ``invite_deliveries``, inserted first, so of two processes that would
+send the same message only the one whose insert succeeds sends it. Reminders use the same rows
+with METHOD ``REMIND-<kind>`` and SEQUENCE = the meeting's revision.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from scheduler.db import invite_deliveries, meetings, read_connection, requests
+from scheduler.meeting_changes import meeting_from_row
+from schemas.events import Meeting
+from schemas.help_request import HelpRequest, parse_help_request
+
+REMINDER_PREFIX = "REMIND-"
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """One row of the delivery record."""
+
+    uid: str
+    request_id: str
+    sequence: int
+    method: str
+    backend: str
+    status: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DueRequest:
+    request_id: str
+    status: str
+    accepted_at: datetime
+
+
+class LifecycleRecords:
+    """Reads and claims over ``requests``, ``meetings`` and ``invite_deliveries``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def request(self, request_id: str) -> HelpRequest | None:
+        """The stored HelpRequest as it was received."""
+        body = self.body(request_id)
+        return None if body is None else parse_help_request(body)
+
+    def body(self, request_id: str) -> dict[str, object] | None:
+        """The stored request body (the JSON object as received)."""
+        query = select(requests.c.body).where(requests.c.request_id == request_id)
+        with read_connection(self._engine) as conn:
+            text = conn.execute(query).scalar_one_or_none()
+        return None if text is None else dict(json.loads(text))
+
+    def sent(self, uid: str) -> list[SentMessage]:
+        """The messages recorded for a UID, in the order they were first recorded."""
+        c = invite_deliveries.c
+        query = select(c.uid, c.request_id, c.sequence, c.method, c.backend, c.status, c.at).where(
+            c.uid == uid).order_by(c.id)
+        with read_connection(self._engine) as conn:
+            return [SentMessage(*row) for row in conn.execute(query)]
+
+    def claim(self, uid: str, request_id: str, sequence: int, method: str, backend: str,
+              now: datetime) -> bool:
+        """Record that this message is being sent; False if someone already claimed it."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(invite_deliveries).values(
+                    uid=uid, request_id=request_id, sequence=sequence, method=method,
+                    backend=backend, status="sending", detail=None, attempts=1, at=now))
+        except IntegrityError:
+            return False
+        return True
+
+    def settle(self, uid: str, sequence: int, method: str, status: str, now: datetime,
+               detail: str | None = None) -> None:
+        """Record the outcome of a claimed message (``delivered`` or ``failed``)."""
+        c = invite_deliveries.c
+        with self._engine.begin() as conn:
+            conn.execute(update(invite_deliveries)
+                         .where(c.uid == uid, c.sequence == sequence, c.method == method)
+                         .values(status=status, detail=detail, at=now))
+
+    def stale_claims(self, older_than: datetime, limit: int = 100) -> list[SentMessage]:
+        """Claims still ``sending`` or ``failed`` since before ``older_than`` (not reminders)."""
+        c = invite_deliveries.c
+        query = (select(c.uid, c.request_id, c.sequence, c.method, c.backend, c.status, c.at)
+                 .where(c.status.in_(["sending", "failed"]), c.at < older_than,
+                        c.method.in_(["REQUEST", "CANCEL"]))
+                 .order_by(c.at).limit(limit))
+        with read_connection(self._engine) as conn:
+            return [SentMessage(*row) for row in conn.execute(query)]
+
+    def claimed(self, uids: list[str], prefix: str = REMINDER_PREFIX) -> set[tuple[str, int, str]]:
+        """(uid, sequence, method) of the claimed messages whose method starts with ``prefix``."""
+        c = invite_deliveries.c
+        if not uids:
+            return set()
+        query = select(c.uid, c.sequence, c.method).where(c.uid.in_(uids),
+                                                          c.method.startswith(prefix))
+        with read_connection(self._engine) as conn:
+            return {(row.uid, row.sequence, row.method) for row in conn.execute(query)}
+
+    def unbooked_since(self, accepted_before: datetime, limit: int = 500) -> list[DueRequest]:
+        """Requests accepted before the given time that are still not booked."""
+        r = requests.c
+        query = (select(r.request_id, r.status, r.accepted_at)
+                 .where(r.status.in_(["accepted", "routed"]), r.accepted_at <= accepted_before)
+                 .order_by(r.accepted_at, r.request_id).limit(limit))
+        with read_connection(self._engine) as conn:
+            return [DueRequest(*row) for row in conn.execute(query)]
+
+    def meetings_starting(self, start: datetime, end: datetime,
+                          limit: int = 5000) -> list[Meeting]:
+        """Active meetings of invited requests that start in [start, end)."""
+        m, r = meetings.c, requests.c
+        query = (select(meetings)
+                 .join(requests, r.request_id == m.request_id)
+                 .where(m.status == "active", m.start_utc >= start, m.start_utc < end,
+                        r.status == "invited")
+                 .order_by(m.start_utc, m.request_id).limit(limit))
+        with read_connection(self._engine) as conn:
+            return [meeting_from_row(row) for row in conn.execute(query)]
+
+    def orphaned_meetings(self, limit: int = 100) -> list[Meeting]:
+        """Active meetings of requests that ended without them (cancelled, escalated, ...)."""
+        m, r = meetings.c, requests.c
+        query = (select(meetings)
+                 .join(requests, r.request_id == m.request_id)
+                 .where(m.status == "active",
+                        r.status.in_(["cancelled", "escalated", "rejected", "deadlettered"]))
+                 .limit(limit))
+        with read_connection(self._engine) as conn:
+            return [meeting_from_row(row) for row in conn.execute(query)]
+
+    def uninvited_moves(self, limit: int = 100) -> list[Meeting]:
+        """Active meetings of invited requests whose REQUEST was never recorded (a crash
+        between moving a meeting and sending its update)."""
+        m, r, d = meetings.c, requests.c, invite_deliveries.c
+        sent = and_(d.uid == m.uid, d.sequence == m.revision - 1, d.method == "REQUEST")
+        query = (select(meetings)
+                 .join(requests, r.request_id == m.request_id)
+                 .outerjoin(invite_deliveries, sent)
+                 .where(m.status == "active", r.status == "invited", m.revision > 1,
+                        d.id.is_(None))
+                 .limit(limit))
+        with read_connection(self._engine) as conn:
+            return [meeting_from_row(row) for row in conn.execute(query)]
+

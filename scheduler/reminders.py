@@ -1,0 +1,150 @@
+"""Meeting reminders: when they are due, what they say, and the port that sends them.
+
+A reminder is an email to the requester (and partner) and the specialist, in the meeting's
+language (the requester's, resolved), with the time in the requester's zone. It reuses the
+invite catalogs and Babel: the "in 1 day" / "in 1 hour" phrase is CLDR's relative time.
+Times are aware and in UTC throughout, so a DST change never moves or repeats a reminder:
+"24 h before" is 24 elapsed hours before the start.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime as rfc5322_date
+from pathlib import Path
+from typing import Protocol
+
+from babel.dates import format_timedelta
+
+from scheduler.directory import Center
+from scheduler.invites import (
+    _TOPICS,
+    _address,
+    _attendees,
+    _header_text,
+    _message_id,
+    _one_line,
+    _set_addresses,
+    _specialist,
+    _Text,
+    _when,
+    babel_locale,
+    requester_zone,
+)
+from schemas.events import Meeting
+from schemas.help_request import HelpRequest
+
+DEFAULT_OFFSETS: Mapping[str, timedelta] = {"24h": timedelta(hours=24), "1h": timedelta(hours=1)}
+MAX_KIND_LENGTH = 9  # METHOD column: "REMIND-" + kind fits in 16 characters
+
+
+@dataclass(frozen=True, slots=True)
+class ReminderPlan:
+    """Which reminder of a meeting to send now, and which were overtaken by a later one."""
+
+    send: str | None
+    skip: tuple[str, ...] = ()
+
+
+def reminder_times(start: datetime, offsets: Mapping[str, timedelta]) -> dict[str, datetime]:
+    """When each kind of reminder is due: ``start - offset``, in UTC."""
+    if start.tzinfo is None:
+        raise ValueError("start must be an aware datetime")
+    # In UTC first: arithmetic on a zoned datetime is wall-clock time and would be an hour off
+    # across a DST change.
+    start = start.astimezone(UTC)
+    return {kind: start - offset for kind, offset in offsets.items()}
+
+
+def due_reminders(start: datetime, offsets: Mapping[str, timedelta],
+                  now: datetime) -> ReminderPlan:
+    """At ``now``, the reminder to send (the closest to the start among those due) and the
+    ones it overtakes; nothing once the meeting has started."""
+    if now.tzinfo is None:
+        raise ValueError("now must be an aware datetime")
+    if now >= start:
+        return ReminderPlan(None)
+    due = sorted((offsets[kind], kind) for kind, at in reminder_times(start, offsets).items()
+                 if at <= now)
+    if not due:
+        return ReminderPlan(None)
+    return ReminderPlan(due[0][1], tuple(kind for _, kind in due[1:]))
+
+
+@dataclass(frozen=True)
+class Reminder:
+    meeting: Meeting
+    request: HelpRequest
+    center: Center
+    kind: str
+    email: EmailMessage
+
+
+class ReminderSender(Protocol):
+    """Where reminders go (the outbox here; SMTP where a center sends email)."""
+
+    name: str
+
+    def send(self, reminder: Reminder) -> str:
+        """Deliver the reminder; return where it went."""
+
+
+def build_reminder(meeting: Meeting, request: HelpRequest, center: Center, kind: str, *,
+                   now: datetime) -> EmailMessage:
+    """The reminder email, worded in the meeting's language, dated ``now``."""
+    locale = babel_locale(meeting.language)
+    _ = _Text(meeting.language)
+    summary = _("Microsoft 365 FastTrack: %(topic)s", topic=_(_TOPICS[request.topic]))
+    soon = format_timedelta(meeting.start - now, add_direction=True, locale=locale)
+    lines = [
+        _("Hello %(name)s,", name=_one_line(request.requester.name)), "",
+        f"{summary} ({soon})",
+        _("Your time: %(when)s", when=_when(meeting, requester_zone(request), locale, _)),
+        _("Specialist: %(name)s", name=_one_line(_specialist(meeting, center).name)),
+    ]
+    if meeting.join_url:
+        lines.append(_("Join the online meeting: %(url)s", url=meeting.join_url))
+    lines += [_("Meeting reference: %(reference)s", reference=meeting.request_id), "",
+              _("Kind regards,"), _("The FastTrack team")]
+    message = EmailMessage(policy=SMTP)
+    _set_addresses(message, "From", [_address(center.name, center.mailbox, "center.mailbox")])
+    _set_addresses(message, "To", [_address(who.name, who.email, who.field)
+                                   for who in _attendees(request, _specialist(meeting, center))])
+    message["Subject"] = _header_text(f"{summary} ({soon})")
+    message["Date"] = rfc5322_date(now.astimezone(UTC))
+    message["Message-ID"] = _message_id(meeting.uid, meeting.revision, f"REMIND-{kind}",
+                                        center.mailbox)
+    message.set_content("\n".join(lines) + "\n", charset="utf-8")
+    message["Content-Language"] = meeting.language
+    return message
+
+
+class OutboxReminders:
+    """Reminders as ``reminders/<uid>-r<revision>-<kind>.eml`` files, written atomically."""
+
+    name = "outbox"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory) / "reminders"
+
+    def send(self, reminder: Reminder) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        meeting = reminder.meeting
+        path = self.directory / f"{meeting.uid}-r{meeting.revision}-{reminder.kind}.eml"
+        fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".reminder-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(reminder.email.as_bytes())
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return str(path)
