@@ -41,6 +41,7 @@ class Stages:
     submission: Stage
     booking: Stage
     invitation: Stage
+    commands: Stage
 
 
 def create_app(stages: Stages, store: RequestStore, clock: Callable[[], datetime],
@@ -75,6 +76,11 @@ def create_app(stages: Stages, store: RequestStore, clock: Callable[[], datetime
     async def notifier(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await runner.process(stages.invitation, event)
+
+    @app.agent(app.topic(topics.requests_commands, **raw), name="commands")
+    async def commands(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await runner.process(stages.commands, event)
 
     return app
 

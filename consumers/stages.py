@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
+import structlog
 from pydantic import ValidationError
 
 from consumers.envelope import MAX_RECORD_BYTES, Emit, Origin, Unprocessable, encode
@@ -24,7 +25,15 @@ from scheduler.directory import CenterDirectory
 from scheduler.invite_log import InviteLog
 from scheduler.invites import build_imip_message, build_invite
 from scheduler.ledger import BookingLedger, MeetingLinks
-from scheduler.request_store import Acceptance, RequestState, RequestStore, canonical_body_hash
+from scheduler.lifecycle import Lifecycle, apply_command
+from scheduler.request_store import (
+    Acceptance,
+    RequestState,
+    RequestStore,
+    UnknownRequest,
+    canonical_body_hash,
+)
+from schemas.commands import parse_request_command
 from schemas.errors import InvalidMessage
 from schemas.events import (
     InviteDelivered,
@@ -37,6 +46,7 @@ from schemas.events import (
 from schemas.help_request import HelpRequest, parse_help_request
 
 Clock = Callable[[], datetime]
+log = structlog.get_logger("fasttrack.pipeline")
 
 
 @dataclass
@@ -155,6 +165,28 @@ class Invitation:
         )
         return [Emit("invites_delivered", request.request_id.encode(),
                      encode(delivered.to_json_dict()))]
+
+
+@dataclass
+class Commands:
+    """``requests.commands`` → cancel or reschedule a request (schemas/request_command.v1.json)."""
+
+    lifecycle: Lifecycle
+    clock: Clock
+
+    def handle(self, value: bytes, origin: Origin) -> list[Emit]:
+        try:
+            command = parse_request_command(value)
+        except InvalidMessage as exc:
+            raise Unprocessable(f"not a valid RequestCommand v1: {exc}",
+                                marks_request=False) from exc
+        try:
+            outcome = apply_command(command, self.lifecycle, self.clock())
+        except UnknownRequest as exc:
+            raise Unprocessable(str(exc), command.request_id, marks_request=False) from exc
+        log.info("command_applied", request_id=command.request_id, command=command.command,
+                 result=str(outcome.result))
+        return []
 
 
 def escalate(store: RequestStore, request: HelpRequest, stage: str, reasons: list[Reason],

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 
 from sqlalchemy import Engine
 
 from consumers.app import Stages
-from consumers.stages import Booking, Invitation, Submission
+from consumers.routing import route
+from consumers.stages import Booking, Commands, Invitation, Submission
 from scheduler.caldav_delivery import CalDavDelivery
 from scheduler.calendar_ledger import CalendarAwareLedger
 from scheduler.db import create_engine_for
@@ -20,7 +22,12 @@ from scheduler.directory import Center, CenterDirectory
 from scheduler.ews_delivery import EwsDelivery
 from scheduler.graph_delivery import GraphDelivery
 from scheduler.invite_log import InviteLog
+from scheduler.jobs import Publish, TimedWork, TimedWorkPolicy
+from scheduler.lifecycle import Lifecycle
+from scheduler.lifecycle_records import LifecycleRecords
+from scheduler.meeting_changes import SqlMeetingChanges
 from scheduler.outbox import OutboxDelivery
+from scheduler.reminders import OutboxReminders
 from scheduler.request_store import RequestStore
 from scheduler.smtp_delivery import SmtpDelivery
 from scheduler.sql_ledger import SqlBookingLedger
@@ -50,8 +57,32 @@ class Runtime:
     clock: Callable[[], datetime]
     env: Mapping[str, str] = field(default_factory=dict)
 
+    @cached_property
+    def backends(self) -> dict[str, InviteDelivery]:
+        return build_deliveries(self.directory, self.settings.resolved_outbox_dir, self.env)
+
+    def lifecycle(self) -> Lifecycle:
+        """Cancel and reschedule over the same ledgers and backends as the pipeline."""
+        return Lifecycle(
+            store=self.store, ledger=SqlBookingLedger(self.engine),
+            changes=SqlMeetingChanges(self.engine), records=LifecycleRecords(self.engine),
+            directory=lambda: self.directory, deliveries=self.backends.__getitem__,
+            router=route, join_url=join_url,
+            backends={b.name: b for b in self.backends.values()})
+
+    def timed_work(self, publish: Publish) -> TimedWork:
+        """Reminders, the booking SLA and reconciliation; ``publish`` re-drives stuck requests."""
+        policy = TimedWorkPolicy(reminders=self.settings.reminder_offsets(),
+                                 booking_sla=timedelta(minutes=self.settings.booking_sla_minutes))
+        return TimedWork(
+            store=self.store, ledger=SqlBookingLedger(self.engine),
+            records=LifecycleRecords(self.engine), lifecycle=self.lifecycle(),
+            directory=lambda: self.directory,
+            reminders=OutboxReminders(self.settings.resolved_outbox_dir), publish=publish,
+            clock=self.clock, policy=policy)
+
     def stages(self) -> Stages:
-        backends = build_deliveries(self.directory, self.settings.resolved_outbox_dir, self.env)
+        backends = self.backends
         calendars = {cid: b for cid, b in backends.items() if isinstance(b, BusyCalendar)}
         ledger = SqlBookingLedger(self.engine)
         booking_ledger = CalendarAwareLedger.for_directory(ledger, self.directory, calendars)
@@ -60,6 +91,7 @@ class Runtime:
             booking=Booking(self.store, self.directory, booking_ledger, self.clock, join_url),
             invitation=Invitation(self.store, self.directory, backends.__getitem__,
                                   InviteLog(self.engine), ledger, self.clock),
+            commands=Commands(self.lifecycle(), self.clock),
         )
 
 

@@ -25,13 +25,14 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scheduler.db import create_engine_for
+from scheduler.lifecycle import Lifecycle
 from scheduler.request_store import Acceptance, RequestState, RequestStore, canonical_body_hash
 from schemas.errors import InvalidMessage
 from schemas.help_request import HelpRequest, parse_help_request
 from services.api_keys import ApiKey, ApiKeyRing, InvalidApiKeys, load_api_keys
-from services.database import upgrade_database
+from services.bootstrap import build_runtime
 from services.kafka_config import kafka_python_producer_kwargs
+from services.lifecycle_api import create_lifecycle_router
 from services.ops_api import OpsContext, create_ops_router
 from services.ops_deadletters import DeadLetterDesk, KafkaRecordSink
 from services.ops_kafka import KafkaObserver
@@ -290,7 +291,8 @@ def _public(status: dict[str, Any]) -> dict[str, Any]:
 
 def create_gateway(settings: Settings, *, store: RequestStore, publisher: RequestPublisher,
                    keys: ApiKeyRing, clock: Callable[[], datetime],
-                   ops: OpsContext | None = None) -> FastAPI:
+                   ops: OpsContext | None = None,
+                   lifecycle: Lifecycle | None = None) -> FastAPI:
     """The gateway app; its lifespan starts and stops ``publisher``.
 
     With ``ops``, it also serves the ops API and dashboard and exports the pipeline's metrics.
@@ -333,6 +335,9 @@ def create_gateway(settings: Settings, *, store: RequestStore, publisher: Reques
                       responses={503: {"model": Health, "description": "Degraded"}})
     app.add_api_route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics",
                       tags=["operations"], response_class=Response)
+    if lifecycle is not None:
+        app.include_router(create_lifecycle_router(lifecycle=lifecycle, store=store, keys=keys,
+                                                   clock=clock))
     if ops is not None:
         app.include_router(create_ops_router(ops))
         gateway_metrics.registry.register(OpsCollector(ops.engine, ops.observer, ops.clock))
@@ -363,18 +368,16 @@ def run_gateway(settings: Settings) -> int:
     except (InvalidApiKeys, ValueError) as exc:
         print(f"fasttrack gateway: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if settings.database_url is None:
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
-    upgrade_database(settings.resolved_database_url)
-    engine = create_engine_for(settings.resolved_database_url)
+    runtime = build_runtime(settings)
+    engine = runtime.engine
     observer = KafkaObserver.for_pipeline(kafka, settings.topics)
     sink = KafkaRecordSink(kafka_python_producer_kwargs(kafka))
-    ops = OpsContext(keys=keys, engine=engine, directory=settings.load_directory(),
+    ops = OpsContext(keys=keys, engine=engine, directory=runtime.directory,
                      observer=observer, desk=DeadLetterDesk(engine, sink, _utc_now),
                      clock=_utc_now)
-    app = create_gateway(settings, store=RequestStore(engine),
+    app = create_gateway(settings, store=runtime.store,
                          publisher=KafkaRequestPublisher(kafka, settings.topics),
-                         keys=keys, clock=_utc_now, ops=ops)
+                         keys=keys, clock=_utc_now, ops=ops, lifecycle=runtime.lifecycle())
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.http_host, port=settings.http_port, lifespan="on",
         access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field
@@ -34,6 +35,8 @@ class Settings(BaseSettings):
     outbox_dir: Path | None = None
     api_keys: str | None = None
     workers: int = Field(default=1, ge=1, le=32)
+    booking_sla_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    reminders: str = "24h=1440,1h=60"  # name=minutes before the meeting, comma-separated
 
     @property
     def embedded(self) -> bool:
@@ -64,6 +67,17 @@ class Settings(BaseSettings):
     @property
     def resolved_outbox_dir(self) -> Path:
         return self.outbox_dir or self.var_dir / "outbox"
+
+    def reminder_offsets(self) -> dict[str, timedelta]:
+        """``FASTTRACK_REMINDERS`` as {name: time before the meeting}; errors name the entry."""
+        offsets: dict[str, timedelta] = {}
+        for entry in filter(None, (e.strip() for e in self.reminders.split(","))):
+            name, _, minutes = entry.partition("=")
+            if not name.strip() or not minutes.strip().isdigit() or int(minutes) <= 0:
+                raise ValueError(f"FASTTRACK_REMINDERS: {entry!r} is not name=minutes, "
+                                 "e.g. 24h=1440")
+            offsets[name.strip()] = timedelta(minutes=int(minutes))
+        return offsets
 
     def load_directory(self) -> CenterDirectory:
         """The configured directory, or the sample one shipped in the package."""

@@ -20,6 +20,7 @@ MEETINGS_BOOKED = "meetings.booked"
 INVITES_DELIVERED = "invites.delivered"
 REQUESTS_ESCALATED = "requests.escalated"
 REQUESTS_DEADLETTER = "requests.deadletter"
+REQUESTS_COMMANDS = "requests.commands"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ class TopicNames:
     def requests_deadletter(self) -> str:
         return self._full(REQUESTS_DEADLETTER)
 
+    @property
+    def requests_commands(self) -> str:
+        """Cancel and reschedule commands from portals (schemas/request_command.v1.json)."""
+        return self._full(REQUESTS_COMMANDS)
+
     def all(self) -> tuple[str, ...]:
         """Every topic name, in pipeline order."""
         return (
@@ -64,6 +70,7 @@ class TopicNames:
             self.invites_delivered,
             self.requests_escalated,
             self.requests_deadletter,
+            self.requests_commands,
         )
 
     def _full(self, name: str) -> str:

@@ -1,4 +1,8 @@
-"""``fasttrack worker``: one stream-processing worker; run more to share the partitions."""
+"""``fasttrack worker``: one stream-processing worker; run more to share the partitions.
+
+Each worker also competes for the timed work's leader lock (reminders, the booking SLA,
+reconciliation); one of them runs it at a time, and another takes over when it stops.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from consumers.app import create_app
 from services.bootstrap import build_runtime
 from services.logs import configure_logging
 from services.settings import Settings
+from services.timed_work import KafkaRecordPublisher, TimedWorkService
 
 
 def run_worker(settings: Settings, *, loglevel: str = "INFO") -> int:
@@ -17,9 +22,15 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO") -> int:
     app = create_app(runtime.stages(), runtime.store, runtime.clock, settings.kafka(),
                      settings.topics, partitions=settings.topic_partitions,
                      datadir=settings.var_dir / "faust")
+    publisher = KafkaRecordPublisher(settings.kafka(), settings.topics)
+    timed = TimedWorkService(runtime.timed_work(publisher), runtime.engine)
+    timed.start()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
+    finally:
+        timed.stop()
+        publisher.close()
     return 0

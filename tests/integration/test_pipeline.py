@@ -454,3 +454,40 @@ def test_after_a_fix_a_redriven_delivery_ends_invited(pipeline: Pipeline) -> Non
     assert status is not None
     assert [str(e.status) for e in status.timeline][-3:] == ["deadlettered", "booked", "invited"]
     assert pipeline.count(meetings, status="active") == 1
+
+
+def test_cancel_and_reschedule_commands_published_to_kafka(pipeline: Pipeline) -> None:
+    pipeline.ready(pipeline.spawn("worker"))
+    keep, drop = pipeline.requests(2, "commands")
+    pipeline.submit_requests([keep, drop])
+    ids = [keep["request_id"], drop["request_id"]]
+    assert pipeline.wait_final(ids) == {"invited": 2}
+    before = pipeline.store.status(keep["request_id"])
+    assert before is not None and before.meeting is not None
+    earliest = before.meeting.start + timedelta(days=7)
+    now = datetime.now(UTC).isoformat()
+    commands = [
+        {"command": "cancel", "request_id": drop["request_id"], "command_id": "c-1",
+         "issued_at": now},
+        {"command": "reschedule", "request_id": keep["request_id"], "command_id": "c-2",
+         "issued_at": now, "preferred_window": {
+             "earliest": earliest.isoformat(),
+             "latest": (earliest + timedelta(days=5)).isoformat()}},
+    ]
+    for command in commands:
+        pipeline.producer.send(pipeline.topics.requests_commands,
+                               key=command["request_id"].encode(),
+                               value=json.dumps(command).encode())
+    pipeline.producer.flush()
+
+    def moved() -> bool:
+        status = pipeline.store.status(keep["request_id"])
+        return bool(status and status.meeting and status.meeting.start >= earliest)
+
+    wait_for(lambda: pipeline.statuses([drop["request_id"]]) == {"cancelled": 1}, 30,
+             "the cancel command")
+    wait_for(moved, 30, "the reschedule command")
+    after = pipeline.store.status(keep["request_id"])
+    assert after is not None and after.meeting is not None
+    assert (after.meeting.uid, after.meeting.sequence) == (before.meeting.uid, 2)
+    assert pipeline.count(meetings, status="active") == 1
