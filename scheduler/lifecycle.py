@@ -97,7 +97,12 @@ def cancel(request_id: str, lc: Lifecycle, now: datetime, *, reason: str = "requ
     if command_id is not None:
         detail["command_id"] = command_id
     lc.store.advance(request_id, RequestState.CANCELLED, now, detail)
-    return _send_cancel(request_id, lc, now, ChangeResult.CANCELLED)
+    outcome = _send_cancel(request_id, lc, now, ChangeResult.CANCELLED)
+    if active is not None:
+        from scheduler.waitlist import offer_freed_slot  # waitlist builds on this module
+
+        offer_freed_slot(active, lc, now)  # the freed slot goes to whoever waits longest
+    return outcome
 
 
 def reschedule(request_id: str, window: PreferredWindow, lc: Lifecycle, now: datetime, *,
