@@ -192,6 +192,18 @@ invite_deliveries = Table(
 )
 
 
+#: Tables in the same database that other libraries own: APScheduler's job store.
+SCHEDULER_JOB_TABLE = "fasttrack_scheduler_jobs"
+FOREIGN_TABLES = frozenset({SCHEDULER_JOB_TABLE})
+
+
+def owned_by_migrations(obj: Any, name: str | None, type_: str, reflected: bool,
+                        compare_to: Any) -> bool:
+    """Alembic's ``include_object``: leave tables that other libraries create alone."""
+    table = obj.table.name if type_ in ("index", "column", "unique_constraint") else name
+    return not (reflected and table in FOREIGN_TABLES)
+
+
 def create_engine_for(url: str) -> Engine:
     """An engine for ``sqlite:///PATH`` or ``postgresql://...`` (psycopg 3), set up for the ledgers.
 

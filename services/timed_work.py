@@ -23,11 +23,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from kafka import KafkaProducer
 from sqlalchemy import Connection, Engine, make_url, text
 
+from scheduler.db import SCHEDULER_JOB_TABLE
 from scheduler.jobs import TimedWork
 from services.kafka_config import KafkaSettings, kafka_python_producer_kwargs
 from services.topics import TopicNames
 
-JOB_TABLE = "fasttrack_scheduler_jobs"
+JOB_TABLE = SCHEDULER_JOB_TABLE
 RECURRING_SECONDS = {"reconcile": 60, "sla_sweep": 60, "plan_reminders": 60}
 log = structlog.get_logger("fasttrack.timed_work")
 

@@ -10,7 +10,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from scheduler.db import create_engine_for, metadata
+from scheduler.db import create_engine_for, metadata, owned_by_migrations
 
 config = context.config
 
@@ -24,7 +24,8 @@ def _url() -> str:
 
 def run_offline(url: str) -> None:
     """``alembic upgrade --sql``: print the DDL instead of running it."""
-    context.configure(url=url, target_metadata=metadata, literal_binds=True)
+    context.configure(url=url, target_metadata=metadata, literal_binds=True,
+                      include_object=owned_by_migrations)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -37,6 +38,7 @@ def run_online(url: str) -> None:
             context.configure(
                 connection=connection,
                 target_metadata=metadata,
+                include_object=owned_by_migrations,
                 render_as_batch=connection.dialect.name == "sqlite",  # SQLite lacks ALTER COLUMN
                 # create_engine_for has SQLAlchemy emit BEGIN on SQLite, so its DDL is atomic too.
                 transactional_ddl=True,

@@ -252,6 +252,7 @@ def test_topic_names_follow_the_contract() -> None:
         "fasttrack.invites.delivered",
         "fasttrack.requests.escalated",
         "fasttrack.requests.deadletter",
+        "fasttrack.requests.commands",  # cancel/reschedule commands, added after DESIGN §3
     )
 
 
