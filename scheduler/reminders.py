@@ -23,20 +23,10 @@ from typing import Protocol
 from babel.dates import format_timedelta
 
 from scheduler.directory import Center
-from scheduler.invites import (
-    _TOPICS,
-    _address,
-    _attendees,
-    _header_text,
-    _message_id,
-    _one_line,
-    _set_addresses,
-    _specialist,
-    _Text,
-    _when,
-    babel_locale,
-    requester_zone,
-)
+from scheduler.invite_addressing import address_message, meeting_specialist, message_id
+from scheduler.invite_locales import Translator, babel_locale, requester_zone
+from scheduler.invite_values import header_text, one_line
+from scheduler.invite_wording import format_when, topic_title
 from schemas.events import Meeting
 from schemas.help_request import HelpRequest
 
@@ -99,27 +89,25 @@ def build_reminder(meeting: Meeting, request: HelpRequest, center: Center, kind:
                    now: datetime) -> EmailMessage:
     """The reminder email, worded in the meeting's language, dated ``now``."""
     locale = babel_locale(meeting.language)
-    _ = _Text(meeting.language)
-    summary = _("Microsoft 365 FastTrack: %(topic)s", topic=_(_TOPICS[request.topic]))
+    _ = Translator(meeting.language)
+    summary = _("Microsoft 365 FastTrack: %(topic)s", topic=topic_title(request.topic, _))
     soon = format_timedelta(meeting.start - now, add_direction=True, locale=locale)
     lines = [
-        _("Hello %(name)s,", name=_one_line(request.requester.name)), "",
+        _("Hello %(name)s,", name=one_line(request.requester.name)), "",
         f"{summary} ({soon})",
-        _("Your time: %(when)s", when=_when(meeting, requester_zone(request), locale, _)),
-        _("Specialist: %(name)s", name=_one_line(_specialist(meeting, center).name)),
+        _("Your time: %(when)s", when=format_when(meeting, requester_zone(request), locale, _)),
+        _("Specialist: %(name)s", name=one_line(meeting_specialist(meeting, center).name)),
     ]
     if meeting.join_url:
         lines.append(_("Join the online meeting: %(url)s", url=meeting.join_url))
     lines += [_("Meeting reference: %(reference)s", reference=meeting.request_id), "",
               _("Kind regards,"), _("The FastTrack team")]
     message = EmailMessage(policy=SMTP)
-    _set_addresses(message, "From", [_address(center.name, center.mailbox, "center.mailbox")])
-    _set_addresses(message, "To", [_address(who.name, who.email, who.field)
-                                   for who in _attendees(request, _specialist(meeting, center))])
-    message["Subject"] = _header_text(f"{summary} ({soon})")
+    address_message(message, meeting, request, center)
+    message["Subject"] = header_text(f"{summary} ({soon})")
     message["Date"] = rfc5322_date(now.astimezone(UTC))
-    message["Message-ID"] = _message_id(meeting.uid, meeting.revision, f"REMIND-{kind}",
-                                        center.mailbox)
+    message["Message-ID"] = message_id(meeting.uid, meeting.revision, f"REMIND-{kind}",
+                                       center.mailbox)
     message.set_content("\n".join(lines) + "\n", charset="utf-8")
     message["Content-Language"] = meeting.language
     return message

@@ -14,23 +14,23 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources import files
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import structlog
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from pydantic import BaseModel
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler.lifecycle import Lifecycle
 from scheduler.request_store import Acceptance, RequestState, RequestStore, canonical_body_hash
 from schemas.errors import InvalidMessage
 from schemas.help_request import HelpRequest, parse_help_request
-from services.api_keys import ApiKey, ApiKeyRing, InvalidApiKeys, load_api_keys
+from services.api_keys import ApiKeyRing, InvalidApiKeys, load_api_keys
 from services.bootstrap import build_runtime
+from services.gateway_auth import Caller
+from services.gateway_metrics import CountRequests, GatewayMetrics
+from services.gateway_models import Accepted, Health, InvalidBody, Problem, RequestStatusBody
 from services.kafka_config import kafka_python_producer_kwargs
 from services.lifecycle_api import create_lifecycle_router
 from services.ops_api import OpsContext, create_ops_router
@@ -49,108 +49,6 @@ _PUBLIC_STATUS = {RequestState.DEADLETTERED.value: RequestState.REJECTED.value}
 _log = structlog.get_logger("fasttrack.gateway")
 
 
-# --- the store as the gateway needs it ----------------------------------------------------------
-
-
-# --- wire shapes (for OpenAPI and response validation) ------------------------------------------
-
-PublicStatus = Literal["accepted", "routed", "booked", "invited", "escalated", "cancelled",
-                       "rejected"]
-
-
-class Accepted(BaseModel):
-    request_id: str
-    status: Literal["accepted"]
-    status_url: str
-
-
-class MeetingBody(BaseModel):
-    start: str
-    end: str
-    specialist_id: str
-    join_url: str | None
-    uid: str
-    sequence: int
-
-
-class TimelineEntryBody(BaseModel):
-    status: PublicStatus
-    at: str
-    detail: dict[str, Any] | None
-
-
-class RequestStatusBody(BaseModel):
-    request_id: str
-    status: PublicStatus
-    center_id: str | None
-    meeting: MeetingBody | None
-    timeline: list[TimelineEntryBody]
-
-
-class Health(BaseModel):
-    status: Literal["ok", "degraded"]
-    database: Literal["ok", "unavailable"]
-    broker: Literal["ok", "unavailable"]
-
-
-class FieldProblem(BaseModel):
-    field: str
-    message: str
-
-
-class InvalidBody(BaseModel):
-    detail: list[FieldProblem]
-
-
-class Problem(BaseModel):
-    detail: str
-
-
-# --- metrics ------------------------------------------------------------------------------------
-
-
-class GatewayMetrics:
-    """The gateway's Prometheus metrics, in a registry of its own."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.http_requests = Counter(
-            "fasttrack_http_requests", "HTTP requests by method, route template and status code",
-            ["method", "route", "status"], registry=self.registry)
-        self.submitted = Counter(
-            "fasttrack_requests_submitted", "HelpRequests accepted over HTTP, by source and "
-            "whether they were new or a duplicate", ["source", "outcome"], registry=self.registry)
-        self.publish_failures = Counter(
-            "fasttrack_publish_failures", "Accepted requests that could not be published",
-            registry=self.registry)
-
-
-class _CountRequests:
-    """ASGI middleware: count each HTTP request under its route template, not its raw path."""
-
-    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-
-        async def send_counted(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_counted)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.http_requests.labels(scope["method"], route, str(status)).inc()
-
-
 # --- handlers -----------------------------------------------------------------------------------
 
 
@@ -159,13 +57,8 @@ class _Deps:
     settings: Settings
     store: RequestStore
     publisher: RequestPublisher
-    keys: ApiKeyRing
     clock: Callable[[], datetime]
     metrics: GatewayMetrics
-
-
-_bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
-                     description="A key from FASTTRACK_API_KEYS: `Authorization: Bearer <key>`")
 
 
 def _deps(request: Request) -> _Deps:
@@ -173,19 +66,7 @@ def _deps(request: Request) -> _Deps:
     return deps
 
 
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-
-
-def _caller(request: Request, credentials: Credentials) -> ApiKey:
-    key = _deps(request).keys.lookup(credentials.credentials) if credentials else None
-    if key is None:
-        raise HTTPException(401, "missing or unknown API key: send Authorization: Bearer <key>",
-                            headers={"WWW-Authenticate": "Bearer"})
-    return key
-
-
 Deps = Annotated[_Deps, Depends(_deps)]
-Caller = Annotated[ApiKey, Depends(_caller)]
 
 
 async def submit_request(request: Request, caller: Caller, deps: Deps) -> dict[str, str]:
@@ -309,8 +190,9 @@ def create_gateway(settings: Settings, *, store: RequestStore, publisher: Reques
     app = FastAPI(title="FastTrack scheduling gateway", version="1", lifespan=lifespan,
                   description="Submit FastTrack help requests and read where they stand.")
     gateway_metrics = GatewayMetrics()
-    app.state.deps = _Deps(settings, store, publisher, keys, clock, gateway_metrics)
-    app.add_middleware(_CountRequests, metrics=gateway_metrics)
+    app.state.deps = _Deps(settings, store, publisher, clock, gateway_metrics)
+    app.state.api_keys = keys  # for services.gateway_auth.Caller
+    app.add_middleware(CountRequests, metrics=gateway_metrics)
     errors: dict[int | str, dict[str, Any]] = {
         401: {"model": Problem, "description": "No or unknown API key"},
         403: {"model": Problem, "description": "The key may not do this; the detail says why"},
@@ -336,8 +218,7 @@ def create_gateway(settings: Settings, *, store: RequestStore, publisher: Reques
     app.add_api_route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics",
                       tags=["operations"], response_class=Response)
     if lifecycle is not None:
-        app.include_router(create_lifecycle_router(lifecycle=lifecycle, store=store, keys=keys,
-                                                   clock=clock))
+        app.include_router(create_lifecycle_router(lifecycle=lifecycle, store=store, clock=clock))
     if ops is not None:
         app.include_router(create_ops_router(ops))
         gateway_metrics.registry.register(OpsCollector(ops.engine, ops.observer, ops.clock))

@@ -12,15 +12,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from scheduler.lifecycle import ChangeOutcome, ChangeResult, Lifecycle, cancel, reschedule
 from scheduler.request_store import RequestStore
 from schemas.help_request import PreferredWindow
-from services.api_keys import ApiKey, ApiKeyRing
+from services.api_keys import ApiKey
+from services.gateway_auth import Caller
 
 _DONE = {ChangeResult.CANCELLED, ChangeResult.ALREADY_CANCELLED, ChangeResult.RESCHEDULED,
          ChangeResult.ALREADY_DONE}
@@ -51,23 +51,10 @@ class ChangeBody(BaseModel):
     request: dict[str, Any]
 
 
-def create_lifecycle_router(*, lifecycle: Lifecycle, store: RequestStore, keys: ApiKeyRing,
+def create_lifecycle_router(*, lifecycle: Lifecycle, store: RequestStore,
                             clock: Callable[[], datetime]) -> APIRouter:
-    """The two lifecycle routes; mount with ``app.include_router(...)``."""
-    bearer = HTTPBearer(auto_error=False, scheme_name="bearer")
-
-    bearer_token = Depends(bearer)
-
-    def caller(credentials: HTTPAuthorizationCredentials | None = bearer_token) -> ApiKey:
-        key = keys.lookup(credentials.credentials) if credentials else None
-        if key is None:
-            raise HTTPException(401, "missing or unknown API key: send Authorization: Bearer "
-                                     "<key>", headers={"WWW-Authenticate": "Bearer"})
-        return key
-
-    # Not an Annotated alias: it would be a local name, which FastAPI cannot resolve from the
-    # postponed annotations of this module, and ``key`` would become a query parameter.
-    authenticated = Depends(caller)
+    """The two lifecycle routes; mount with ``app.include_router(...)`` on an app whose
+    ``state.api_keys`` holds the key ring (see :mod:`services.gateway_auth`)."""
 
     async def authorize(id: str, key: ApiKey) -> None:
         owner = await run_in_threadpool(store.owner, id)
@@ -89,14 +76,13 @@ def create_lifecycle_router(*, lifecycle: Lifecycle, store: RequestStore, keys: 
         return ChangeBody(result=outcome.result.value, detail=outcome.detail,
                           reasons=outcome.reasons, request=body)
 
-    async def cancel_request(id: str, key: ApiKey = authenticated) -> ChangeBody:
+    async def cancel_request(id: str, key: Caller) -> ChangeBody:
         """Cancel the request and its meeting (METHOD:CANCEL to everyone invited)."""
         await authorize(id, key)
         return await answer(await run_in_threadpool(
             cancel, id, lifecycle, clock(), reason=f"api:{key.name}"))
 
-    async def reschedule_request(id: str, body: RescheduleBody,
-                                 key: ApiKey = authenticated) -> ChangeBody:
+    async def reschedule_request(id: str, body: RescheduleBody, key: Caller) -> ChangeBody:
         """Move the booked meeting into a new preferred window (updated METHOD:REQUEST)."""
         await authorize(id, key)
         return await answer(await run_in_threadpool(

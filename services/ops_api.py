@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 from scheduler.directory import CenterDirectory
 from scheduler.request_store import RequestStore
 from services.api_keys import ApiKey, ApiKeyRing, KeyKind
+from services.gateway_auth import known_key
 from services.ops_deadletters import (
     MAX_REASON_CHARS,
     DeadLetterDesk,
@@ -205,10 +206,7 @@ def _dashboard_routes(router: APIRouter, ops: OpsContext) -> None:
 
 
 def _ops_key(keys: ApiKeyRing, presented: str | None) -> ApiKey:
-    found = keys.lookup(presented) if presented else None
-    if found is None:
-        raise HTTPException(401, "missing or unknown API key: send Authorization: Bearer <key> "
-                                 "with an ops key", headers={"WWW-Authenticate": "Bearer"})
+    found = known_key(keys, presented, hint=" with an ops key")
     if found.kind is not KeyKind.OPS:
         raise HTTPException(403, f"key {found.name!r} is a {found.kind} key; the ops API and "
                                  "dashboard need an ops key")

@@ -31,6 +31,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from icalendar import Calendar
 
+import scheduler.invite_locales as invite_locales
+import scheduler.invite_values as invite_values
+import scheduler.invite_wording as invite_wording
 import scheduler.invites as invites
 from scheduler.directory import SUPPORTED_LANGUAGES, Center
 from scheduler.invites import InvalidInvite, build_imip_message, build_invite
@@ -298,12 +301,12 @@ def test_zone_names_follow_the_season(zone: str, start: datetime, expected: str)
     ("AQ", "Antarctica/McMurdo"),
 ])
 def test_requester_zone_falls_back_to_the_tenant_country(country: str, zone: str) -> None:
-    assert invites.requester_zone(make_request(country=country)).key == zone
+    assert invite_locales.requester_zone(make_request(country=country)).key == zone
 
 
 def test_requester_zone_prefers_the_requesters_own() -> None:
-    assert invites.requester_zone(make_request(country="KR", timezone="Europe/Paris")).key == \
-        "Europe/Paris"
+    assert invite_locales.requester_zone(
+        make_request(country="KR", timezone="Europe/Paris")).key == "Europe/Paris"
 
 
 # -- every language, every method -----------------------------------------------------------
@@ -325,7 +328,7 @@ def test_every_language_renders_a_valid_invite_and_email(language: str, method: 
     summary = str(event["SUMMARY"])
     assert event["SUMMARY"].params["LANGUAGE"] == language
     assert summary.startswith("Microsoft 365 FastTrack")
-    translated = invites.catalog(language).gettext("Core onboarding")
+    translated = invite_locales.catalog(language).gettext("Core onboarding")
     assert translated in summary
     if language != "en":
         assert translated != "Core onboarding"
@@ -443,12 +446,12 @@ def test_no_field_can_inject_into_the_invite_or_the_email(
     # parameters, which RFC 5545 does not define).
     event = vobject.readOne(ics.decode()).vevent
     cns = [rfc6868_decode(a.params["CN"][0]) for a in event.attendee_list]
-    assert cns == [invites._one_line(n) for n in (requester, partner, specialist)]
-    assert rfc6868_decode(event.organizer.params["CN"][0]) == invites._one_line(center_name)
+    assert cns == [invite_values.one_line(n) for n in (requester, partner, specialist)]
+    assert rfc6868_decode(event.organizer.params["CN"][0]) == invite_values.one_line(center_name)
     description = event.description.value
     # icalendar's TEXT writer reads a literal "\N" in its input as an intended line break.
-    assert invites._multiline(notes).strip().replace("\\N", "\n") in description
-    assert invites._one_line(tenant).replace("\\N", "\n") in description
+    assert invite_values.multiline(notes).strip().replace("\\N", "\n") in description
+    assert invite_values.one_line(tenant).replace("\\N", "\n") in description
     assert_valid_email(message, ics, method=method, organizer=center.mailbox,
                        recipients=attendees)
 
@@ -551,13 +554,13 @@ def test_an_unsupported_language_is_refused() -> None:
 
 def source_messages() -> set[str]:
     return {str(message) for _, message, _, _ in
-            extract_from_file("python", str(Path(invites.__file__)))}
+            extract_from_file("python", str(Path(invite_wording.__file__)))}
 
 
 def read_catalog(language: str) -> Catalog:
-    path = LOCALE_DIR / invites.CATALOG_DIRS[language] / "LC_MESSAGES" / "invites.po"
+    path = LOCALE_DIR / invite_locales.CATALOG_DIRS[language] / "LC_MESSAGES" / "invites.po"
     with path.open("rb") as po:
-        return read_po(po, locale=invites.BABEL_LOCALES[language])
+        return read_po(po, locale=invite_locales.BABEL_LOCALES[language])
 
 
 def test_the_source_has_messages() -> None:
@@ -579,6 +582,6 @@ def test_every_language_has_every_message(language: str) -> None:
 
 
 def test_a_catalog_is_found_for_every_supported_language() -> None:
-    assert set(invites.BABEL_LOCALES) == set(SUPPORTED_LANGUAGES)
+    assert set(invite_locales.BABEL_LOCALES) == set(SUPPORTED_LANGUAGES)
     assert {p.name for p in LOCALE_DIR.iterdir() if p.is_dir()} == set(
-        invites.CATALOG_DIRS.values())
+        invite_locales.CATALOG_DIRS.values())
