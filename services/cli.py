@@ -92,6 +92,24 @@ def _parser() -> argparse.ArgumentParser:
     samples.add_argument("--per-hour", type=float, default=120.0,
                          help="average submissions per hour (default 120)")
     samples.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    bench = _command(commands, "bench", cmd_bench,
+                     "measure the pipeline against the broker's own limit: plumbing baseline, "
+                     "max sustained rate, latency at 50%, stage breakdown (--core-only: the core)")
+    bench.add_argument("--requests", type=int, default=1000, metavar="N",
+                       help="requests per pipeline phase (default 1000)")
+    bench.add_argument("--workers", type=int, default=2, metavar="N",
+                       help="worker processes, and baseline processes (default 2)")
+    bench.add_argument("--database-url", metavar="URL",
+                       help="PostgreSQL database to run against (migrated; give an empty one); "
+                            "default: a fresh SQLite file")
+    bench.add_argument("--json", action="store_true", help="print only the JSON result")
+    bench.add_argument("--core-only", action="store_true",
+                       help="only the routing / slot-search micro-benchmark")
+    bench.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                       help="add a paced run of SECONDS sampling worker RSS every 10 s")
+    bench.add_argument("--profile", type=Path, metavar="PATH",
+                       help="py-spy record worker 1 during the flood (collapsed stacks)")
+
     add_ops_commands(commands)
     return parser
 
@@ -208,6 +226,16 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     shown = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
     print(f"fasttrack migrate: {shown} is at the latest schema")
     return 0
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from services.bench import run_bench
+
+    if args.requests < 10 or args.workers < 1 or args.soak < 0:
+        raise UsageError("--requests must be >= 10, --workers >= 1, --soak >= 0")
+    return run_bench(settings, requests=args.requests, database_url=args.database_url,
+                     json_output=args.json, core_only=args.core_only, workers=args.workers,
+                     soak_seconds=args.soak, profile=args.profile)
 
 
 def cmd_sample_requests(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,0 +1,249 @@
+"""``fasttrack bench --core-only``: the pure core, timed without broker or database.
+
+Two questions: how long one routing decision takes over the realistic request mix with the
+default directory, and how the booking slot search (``book()`` on an :class:`InMemoryLedger`)
+grows with the size of the ledger. The ledgers are prefilled to each size with meetings spread
+over every specialist and years of past business days, plus the same partly booked near future
+(the first days full, the next one half full) so that every size asks ``book()`` for the same
+search and only the ledger's size differs. The search must grow no faster than log(size).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from consumers.routing import route
+from scheduler.booking import book
+from scheduler.business_hours import slots_on
+from scheduler.directory import Center, CenterDirectory
+from scheduler.ledger import InMemoryLedger
+from schemas.events import Meeting, RoutingDecision
+from schemas.help_request import HelpRequest, parse_help_request
+from services.sample_requests import sample_requests
+
+#: The fixed decision time of every timed search: a Monday morning, UTC.
+SEARCH_FROM = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
+DEFAULT_SIZES = (1_000, 10_000, 100_000, 1_000_000)
+FULL_DAYS_AHEAD = 3  # local days from SEARCH_FROM on which every specialist is at the cap
+_ONE_DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Per-call times in microseconds."""
+
+    samples: list[float]
+
+    @property
+    def median_us(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def p99_us(self) -> float:
+        return percentile(self.samples, 0.99)
+
+
+@dataclass
+class CoreReport:
+    routing_cold: Timing
+    routing_warm: Timing
+    booking: dict[int, Timing] = field(default_factory=dict)
+    prefill_seconds: dict[int, float] = field(default_factory=dict)
+
+    def growth(self) -> tuple[float, float] | None:
+        """(time ratio, log-size ratio) between the largest and the smallest ledger."""
+        if len(self.booking) < 2:
+            return None
+        small, large = min(self.booking), max(self.booking)
+        times = self.booking[large].median_us / self.booking[small].median_us
+        return times, math.log(large) / math.log(small)
+
+    def logarithmic(self) -> bool | None:
+        growth = self.growth()
+        return None if growth is None else growth[0] <= growth[1]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        growth = self.growth()
+        return {
+            "routing_median_us": round(self.routing_warm.median_us, 2),
+            "routing_p99_us": round(self.routing_warm.p99_us, 2),
+            "routing_cold_median_us": round(self.routing_cold.median_us, 2),
+            "routing_per_s": round(1e6 / self.routing_warm.median_us),
+            "booking": [
+                {"ledger_size": size, "median_us": round(t.median_us, 2),
+                 "p99_us": round(t.p99_us, 2), "searches": len(t.samples)}
+                for size, t in sorted(self.booking.items())
+            ],
+            "booking_time_ratio": None if growth is None else round(growth[0], 3),
+            "log_size_ratio": None if growth is None else round(growth[1], 3),
+            "grows_logarithmically": self.logarithmic(),
+        }
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (``fraction`` in (0, 1])."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def sample_help_requests(count: int, start: datetime, *, seed: int = 7) -> list[HelpRequest]:
+    """``count`` validated requests of the realistic mix, submitted from ``start``."""
+    return [parse_help_request(r) for r in sample_requests(count, start, seed=seed,
+                                                           prefix="core")]
+
+
+def time_routing(requests: list[HelpRequest], directory: CenterDirectory,
+                 now: datetime) -> tuple[Timing, Timing]:
+    """(first pass, second pass) per-decision times: caches cold, then warm as in a worker."""
+    passes = []
+    for _ in range(2):
+        samples = []
+        for request in requests:
+            started = time.perf_counter_ns()
+            route(request, directory, now)
+            samples.append((time.perf_counter_ns() - started) / 1000)
+        passes.append(Timing(samples))
+    return passes[0], passes[1]
+
+
+def prefilled_ledger(directory: CenterDirectory, size: int,
+                     search_from: datetime = SEARCH_FROM) -> InMemoryLedger:
+    """A ledger of ``size`` meetings: the partly booked near future plus past days, all full."""
+    ledger = InMemoryLedger()
+    near = list(_near_future(directory, search_from))
+    history = _history(directory, search_from, max(0, size - len(near)))
+    for meeting in [*reversed(history), *near][-size:]:
+        ledger.record(meeting)  # chronological per specialist: each insert is an append
+    return ledger
+
+
+def time_booking(ledger: InMemoryLedger, directory: CenterDirectory,
+                 decisions: list[RoutingDecision]) -> Timing:
+    """Time ``book()`` per decision; the meetings stay booked.
+
+    Every ledger size gets the same decisions in the same order over the same near future, so
+    search *i* does the same work at every size. (Releasing each meeting instead would keep the
+    start point fixed, but ``InMemoryLedger.release`` scans the specialist's whole list, which
+    at a million bookings also flushes the CPU caches before every timed search.)
+    """
+    samples = []
+    for decision in decisions:
+        started = time.perf_counter_ns()
+        book(decision, directory, ledger)
+        samples.append((time.perf_counter_ns() - started) / 1000)
+    return Timing(samples)
+
+
+def run_core_bench(directory: CenterDirectory, *, sizes: tuple[int, ...] = DEFAULT_SIZES,
+                   routing_requests: int = 2000, searches: int = 500,
+                   progress: Callable[[str], None] | None = None) -> CoreReport:
+    """Time routing and the booking search at each ledger size."""
+    say = progress or (lambda text: None)
+    requests = sample_help_requests(routing_requests, SEARCH_FROM - timedelta(hours=1))
+    say(f"routing {len(requests)} requests twice")
+    cold, warm = time_routing(requests, directory, SEARCH_FROM)
+    report = CoreReport(cold, warm)
+    routed = [route(r, directory, SEARCH_FROM) for r in requests[:searches + 50]]
+    routed = [d for d in routed if d.center_id is not None]
+    warmup, decisions = routed[searches:], routed[:searches]
+    for size in sizes:
+        started = time.perf_counter()
+        ledger = prefilled_ledger(directory, size)
+        report.prefill_seconds[size] = time.perf_counter() - started
+        say(f"ledger of {len(ledger):,} bookings built in {report.prefill_seconds[size]:.1f} s; "
+            f"timing {len(decisions)} searches")
+        time_booking(ledger, directory, warmup)  # the business-hours caches, as in a worker
+        report.booking[size] = time_booking(ledger, directory, decisions)
+        del ledger
+    return report
+
+
+def format_core_report(report: CoreReport) -> str:
+    """The human-readable tables and the log-growth verdict."""
+    warm, cold = report.routing_warm, report.routing_cold
+    lines = [
+        "routing decision (default directory, realistic mix)",
+        f"  median {warm.median_us:8.1f} µs   p99 {warm.p99_us:8.1f} µs   "
+        f"{1e6 / warm.median_us:,.0f} decisions/s   (first pass, caches cold: "
+        f"median {cold.median_us:.1f} µs)   target: median < 50 µs "
+        f"[{'met' if warm.median_us < 50 else 'MISSED'}]",
+        "",
+        "booking slot search, book() on InMemoryLedger (near future partly booked)",
+        f"  {'ledger size':>12} {'median µs':>10} {'p99 µs':>10} {'× smallest':>11} "
+        f"{'log n ×':>8}",
+    ]
+    smallest = min(report.booking) if report.booking else 1
+    for size, timing in sorted(report.booking.items()):
+        base = report.booking[smallest].median_us
+        lines.append(f"  {size:>12,} {timing.median_us:>10.1f} {timing.p99_us:>10.1f} "
+                     f"{timing.median_us / base:>11.2f} "
+                     f"{math.log(size) / math.log(smallest):>8.2f}")
+    growth = report.growth()
+    if growth is not None:
+        largest = report.booking[max(report.booking)]
+        verdict = "no faster than logarithmic" if growth[0] <= growth[1] else \
+            "FASTER than logarithmic"
+        lines += [
+            f"  growth {min(report.booking):,} → {max(report.booking):,}: time × {growth[0]:.2f}"
+            f" vs log(size) × {growth[1]:.2f}: {verdict}",
+            f"  target: slot search < 1 ms with {max(report.booking):,} bookings: "
+            f"median {largest.median_us / 1000:.3f} ms, p99 {largest.p99_us / 1000:.3f} ms "
+            f"[{'met' if largest.median_us < 1000 else 'MISSED'}]",
+        ]
+    return "\n".join(lines)
+
+
+def _open_days(center: Center, directory: CenterDirectory, day: date,
+               step: timedelta) -> Iterator[tuple[date, tuple[datetime, ...]]]:
+    while True:
+        slots = slots_on(center, directory.policy, day)
+        if slots:
+            yield day, slots
+        day += step
+
+
+def _day_meetings(center: Center, day: date, slots: tuple[datetime, ...], tag: str,
+                  length: timedelta, fill: Callable[[int], int]) -> Iterator[Meeting]:
+    """Meetings one hour apart (``slots[::2]``) for each specialist, ``fill(cap)`` of them."""
+    spaced = slots[::2]
+    for specialist in center.specialists:
+        for start in spaced[:fill(specialist.max_meetings_per_day)]:
+            request_id = f"{tag}-{day.isoformat()}-{specialist.id}-{start:%H%M}"
+            yield Meeting.model_construct(
+                request_id=request_id, center_id=center.id, specialist_id=specialist.id,
+                language=specialist.languages[0], start=start, end=start + length, revision=1,
+                uid=f"{request_id}@bench.example.com", join_url=None)
+
+
+def _near_future(directory: CenterDirectory, search_from: datetime) -> Iterator[Meeting]:
+    length = timedelta(minutes=directory.policy.meeting_minutes)
+    for center in directory.centers:
+        first = search_from.astimezone(center.zone).date()
+        days = _open_days(center, directory, first, _ONE_DAY)
+        for index, (day, slots) in zip(range(FULL_DAYS_AHEAD + 1), days, strict=False):
+            half = index == FULL_DAYS_AHEAD
+            yield from _day_meetings(center, day, slots, "near", length,
+                                     (lambda cap: cap // 2) if half else (lambda cap: cap))
+
+
+def _history(directory: CenterDirectory, search_from: datetime, count: int) -> list[Meeting]:
+    """``count`` meetings on full past days, newest first, spread over every center."""
+    length = timedelta(minutes=directory.policy.meeting_minutes)
+    walkers = [
+        (center, _open_days(center, directory,
+                            search_from.astimezone(center.zone).date() - _ONE_DAY, -_ONE_DAY))
+        for center in directory.centers
+    ]
+    meetings: list[Meeting] = []
+    while len(meetings) < count:
+        for center, days in walkers:
+            day, slots = next(days)
+            meetings.extend(_day_meetings(center, day, slots, "past", length, lambda cap: cap))
+    return meetings[:count]
+

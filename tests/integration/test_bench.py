@@ -1,0 +1,71 @@
+"""``fasttrack bench`` on a tiny run against the embedded broker: it measures and reports
+well-formed output. Performance itself is judged by the benchmark, never by a timed test."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from services import bench
+from services.bench import JSON_KEYS, run_bench
+from services.broker import EmbeddedBroker
+from services.settings import Settings
+
+pytest_plugins = ["tests.integration.db_fixtures"]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def settings(broker: EmbeddedBroker, tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setattr(bench, "PLUMBING_MIN_RECORDS", 200)
+    return Settings(kafka_bootstrap=broker.bootstrap, kafka_embedded=True, var_dir=tmp_path,
+                    database_url=None, directory=None)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite",
+                                     pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_tiny_run_prints_the_json_contract(
+        settings: Settings, dialect: str, new_database: Callable[[str], str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    url = new_database(dialect) if dialect == "postgresql" else None
+
+    code = run_bench(settings, requests=40, database_url=url, json_output=True, workers=1)
+
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    result = json.loads(out.out)
+    assert tuple(result) == JSON_KEYS
+    assert result["database"] == dialect and result["requests"] == 40
+    assert result["baseline_per_s"] > 0 and result["pipeline_per_s"] > 0
+    assert result["ratio"] == pytest.approx(result["pipeline_per_s"] / result["baseline_per_s"],
+                                            abs=1e-4)
+    assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
+    assert "plumbing:" in out.err and "paced" in out.err  # progress goes to stderr
+
+
+def test_the_human_report_names_both_rates_the_ratio_and_the_stages(
+        settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_bench(settings, requests=30, workers=2)
+
+    text = capsys.readouterr().out
+    assert code == 0
+    for expected in ("plumbing limit", "pipeline, max sustained", "ratio", "p99",
+                     "where the time goes", "submitted → intake start",
+                     "notifier start → invite written", "outcomes: flood 30 "):
+        assert expected in text
+    assert list((settings.var_dir / "bench").glob("*/worker-2.log"))
+
+
+def test_core_only_prints_the_micro_benchmark_as_json(
+        settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_bench(settings, requests=10, core_only=True, json_output=True,
+                     core_sizes=(1000, 2000))
+
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [row["ledger_size"] for row in result["booking"]] == [1000, 2000]
+    assert result["routing_median_us"] > 0
