@@ -138,7 +138,9 @@ def faust_app_kwargs(
     (nothing here uses `on_leader=True`) and so is Faust's web server unless `web_port` is given.
     """
     kwargs: dict[str, Any] = {
-        "broker": ";".join(f"kafka://{server}" for server in settings.servers),
+        # The embedded broker needs a short fetch wait (consumers/fast_fetch.py).
+        "broker": ";".join(f"{'fasttrack-embedded' if settings.embedded else 'kafka'}://{server}"
+                           for server in settings.servers),
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
         "stream_wait_empty": True,
