@@ -103,5 +103,6 @@ class InMemoryLedger:
     def release(self, request_id: str) -> Meeting | None:
         meeting = self._meetings.pop(request_id, None)
         if meeting is not None:
-            self._spans[meeting.specialist_id].remove((meeting.start, meeting.end))
+            spans = self._spans[meeting.specialist_id]
+            del spans[bisect_left(spans, (meeting.start, meeting.end))]  # O(log n) to find
         return meeting
