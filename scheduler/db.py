@@ -204,6 +204,19 @@ def owned_by_migrations(obj: Any, name: str | None, type_: str, reflected: bool,
     return not (reflected and table in FOREIGN_TABLES)
 
 
+def lock_specialist(conn: Connection, specialist_id: str) -> None:
+    """Queue this transaction behind others booking the same specialist (PostgreSQL).
+
+    Concurrent inserts that check the exclusion constraint against each other's uncommitted
+    rows deadlock, and PostgreSQL takes a second to notice; under load the retries piled up.
+    A transaction-scoped advisory lock per specialist makes them wait their turn instead; the
+    constraint still decides who gets the slot. SQLite already serialises writers.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                     {"key": f"fasttrack.specialist:{specialist_id}"})
+
+
 def create_engine_for(url: str) -> Engine:
     """An engine for ``sqlite:///PATH`` or ``postgresql://...`` (psycopg 3), set up for the ledgers.
 

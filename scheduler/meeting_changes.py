@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, Row, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from scheduler.db import meetings, read_connection
+from scheduler.db import lock_specialist, meetings, read_connection
 from scheduler.ledger import InMemoryLedger, SpecialistBusy
 from schemas.events import Meeting
 
@@ -156,6 +156,7 @@ class SqlMeetingChanges:
     def _move_once(self, current: Meeting, new: Meeting) -> Meeting:
         now = self._clock()
         with self._engine.begin() as conn:
+            lock_specialist(conn, new.specialist_id)
             if conn.execute(self._release(current.request_id, current.revision)).first() is None:
                 raise MeetingChanged(current.request_id, current.revision)
             conn.execute(insert(meetings).values(

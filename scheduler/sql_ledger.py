@@ -17,7 +17,7 @@ from typing import Any, Literal
 from sqlalchemy import Engine, Row, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from scheduler.db import meetings, read_connection
+from scheduler.db import lock_specialist, meetings, read_connection
 from scheduler.ledger import RequestAlreadyBooked, Span, SpecialistBusy
 from schemas.events import Meeting
 
@@ -165,6 +165,7 @@ class SqlBookingLedger:
     def _insert(self, meeting: Meeting) -> None:
         now = self._clock()
         with self._engine.begin() as conn:
+            lock_specialist(conn, meeting.specialist_id)
             conn.execute(insert(meetings).values(
                 request_id=meeting.request_id, center_id=meeting.center_id,
                 specialist_id=meeting.specialist_id, language=meeting.language,
