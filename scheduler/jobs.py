@@ -1,4 +1,4 @@
-"""The timed work's job bodies: reminders, the booking SLA, reconciliation.
+"""The timed work's job bodies: reminders, the booking SLA, reconciliation, directory changes.
 
 Each job takes only ids, reads the time from the injected clock, re-checks the database before
 acting and claims what it sends, so running it twice (two schedulers, a retry, a restart) does
@@ -16,8 +16,16 @@ from typing import Any
 import structlog
 
 from scheduler.directory import CenterDirectory
+from scheduler.directory_check import InvalidMeeting, invalid_meetings
 from scheduler.ledger import BookingLedger
-from scheduler.lifecycle import Lifecycle, release_orphan, resend, send_update
+from scheduler.lifecycle import (
+    ChangeResult,
+    Lifecycle,
+    release_orphan,
+    reschedule,
+    resend,
+    send_update,
+)
 from scheduler.lifecycle_records import REMINDER_PREFIX, LifecycleRecords
 from scheduler.reminders import (
     DEFAULT_OFFSETS,
@@ -30,10 +38,12 @@ from scheduler.reminders import (
 )
 from scheduler.request_store import RequestState, RequestStore, canonical_json
 from schemas.events import MeetingBooked, RequestEscalated, RequestRouted, RoutingDecision
+from schemas.help_request import PreferredWindow
 
 #: ``publish(topic, key, value)``: ``topic`` is a TopicNames attribute, e.g. ``requests_routed``.
 Publish = Callable[[str, bytes, bytes], None]
 log = structlog.get_logger("fasttrack.timed_work")
+REVALIDATE_AHEAD = timedelta(days=400)  # past any horizon_days (<= 366) plus a window
 
 
 @dataclass(frozen=True)
@@ -164,6 +174,57 @@ class TimedWork:
         self.publish("requests_escalated", request_id.encode(), _encode(event.to_json_dict()))
         log.warning("sla_escalated", request_id=request_id, detail=detail)
         return True
+
+    # --- directory changes ----------------------------------------------------------------
+
+    def revalidate_bookings(self) -> dict[str, int]:
+        """Move each invited future meeting the current directory no longer allows (closure,
+        holiday, changed hours, specialist or center gone) under the same policy, with an
+        updated invite (same UID, higher SEQUENCE); escalate those no slot can take."""
+        now = self.clock()
+        meetings = self.records.meetings_starting(now, now + REVALIDATE_AHEAD)
+        counts = {"rescheduled": 0, "escalated": 0}
+        for invalid in invalid_meetings(self.directory(), meetings, now):
+            result = self._revalidate(invalid, now)
+            if result in counts:
+                counts[result] += 1
+        if any(counts.values()):
+            log.info("bookings_revalidated", **counts)
+        return counts
+
+    def _revalidate(self, invalid: InvalidMeeting, now: datetime) -> str:
+        meeting, reason = invalid
+        request = self.records.request(meeting.request_id)
+        if request is None:
+            return "unknown"
+        window = request.preferred_window or PreferredWindow(earliest=now)
+        outcome = reschedule(meeting.request_id, window, self.lifecycle, now,
+                             expected_revision=meeting.revision)
+        log.info("booking_revalidated", request_id=meeting.request_id, uid=meeting.uid,
+                 reason=str(reason), result=str(outcome.result), detail=outcome.detail)
+        if outcome.result is ChangeResult.RESCHEDULED:
+            return "rescheduled"
+        if outcome.result is not ChangeResult.UNAVAILABLE:
+            return str(outcome.result)  # changed or ended meanwhile: the next run re-checks
+        detail = (f"the directory no longer allows the meeting at {meeting.start.isoformat()} "
+                  f"({reason}) and no other slot is free: {outcome.detail}")
+        state = self.store.advance(meeting.request_id, RequestState.ESCALATED, now,
+                                   {"stage": "directory", "reasons": [str(reason),
+                                                                      *outcome.reasons],
+                                    "detail": detail})
+        if state is not RequestState.ESCALATED:
+            return str(state)
+        event = RequestEscalated(request_id=meeting.request_id, stage="booking", reasons=[],
+                                 detail=detail, request=request, escalated_at=now)
+        self.publish("requests_escalated", meeting.request_id.encode(),
+                     _encode(event.to_json_dict()))
+        log.warning("booking_escalated", request_id=meeting.request_id, detail=detail)
+        try:
+            release_orphan(meeting, self.lifecycle, now)  # frees the slot, sends the CANCEL
+        except LookupError as exc:  # the center is gone, so its CANCEL cannot be rendered
+            log.error("cancel_unsendable", request_id=meeting.request_id, uid=meeting.uid,
+                      error=str(exc))
+        return "escalated"
 
     # --- reconciliation --------------------------------------------------------------------
 

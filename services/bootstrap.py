@@ -18,7 +18,8 @@ from scheduler.caldav_delivery import CalDavDelivery
 from scheduler.calendar_ledger import CalendarAwareLedger
 from scheduler.db import create_engine_for
 from scheduler.delivery import BusyCalendar, InviteDelivery
-from scheduler.directory import Center, CenterDirectory
+from scheduler.directory import Center, CenterDirectory, default_directory
+from scheduler.directory_source import DirectorySource
 from scheduler.ews_delivery import EwsDelivery
 from scheduler.graph_delivery import GraphDelivery
 from scheduler.invite_log import InviteLog
@@ -35,6 +36,7 @@ from services.database import upgrade_database
 from services.settings import Settings
 
 DEFAULT_JOIN_URL = "https://meet.example.com/fasttrack/{meeting_id}"
+DIRECTORY_CHECK_SECONDS = 5.0
 
 
 class DeliveryUnavailable(ValueError):
@@ -52,10 +54,15 @@ class Runtime:
 
     settings: Settings
     engine: Engine
-    directory: CenterDirectory
+    directory_source: DirectorySource
     store: RequestStore
     clock: Callable[[], datetime]
     env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def directory(self) -> CenterDirectory:
+        """The directory as it is now (the file is re-read when it changes)."""
+        return self.directory_source()
 
     @cached_property
     def backends(self) -> dict[str, InviteDelivery]:
@@ -66,7 +73,7 @@ class Runtime:
         return Lifecycle(
             store=self.store, ledger=SqlBookingLedger(self.engine),
             changes=SqlMeetingChanges(self.engine), records=LifecycleRecords(self.engine),
-            directory=lambda: self.directory, deliveries=self.backends.__getitem__,
+            directory=self.directory_source, deliveries=self.backends.__getitem__,
             router=route, join_url=join_url,
             backends={b.name: b for b in self.backends.values()})
 
@@ -77,7 +84,7 @@ class Runtime:
         return TimedWork(
             store=self.store, ledger=SqlBookingLedger(self.engine),
             records=LifecycleRecords(self.engine), lifecycle=self.lifecycle(),
-            directory=lambda: self.directory,
+            directory=self.directory_source,
             reminders=OutboxReminders(self.settings.resolved_outbox_dir), publish=publish,
             clock=self.clock, policy=policy)
 
@@ -87,9 +94,10 @@ class Runtime:
         ledger = SqlBookingLedger(self.engine)
         booking_ledger = CalendarAwareLedger.for_directory(ledger, self.directory, calendars)
         return Stages(
-            submission=Submission(self.store, self.directory, self.clock),
-            booking=Booking(self.store, self.directory, booking_ledger, self.clock, join_url),
-            invitation=Invitation(self.store, self.directory, backends.__getitem__,
+            submission=Submission(self.store, self.directory_source, self.clock),
+            booking=Booking(self.store, self.directory_source, booking_ledger, self.clock,
+                            join_url),
+            invitation=Invitation(self.store, self.directory_source, backends.__getitem__,
                                   InviteLog(self.engine), ledger, self.clock),
             commands=Commands(self.lifecycle(), self.clock),
         )
@@ -134,7 +142,9 @@ def join_url(center: Center, uid: str) -> str | None:
 
 def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     """Load the directory, migrate the database when asked, and build the stores."""
-    directory = settings.load_directory()
+    directory = (DirectorySource.watching(settings.directory,
+                                          check_seconds=DIRECTORY_CHECK_SECONDS)
+                 if settings.directory else DirectorySource.constant(default_directory()))
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
     if migrate:

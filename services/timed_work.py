@@ -29,7 +29,8 @@ from services.kafka_config import KafkaSettings, kafka_python_producer_kwargs
 from services.topics import TopicNames
 
 JOB_TABLE = SCHEDULER_JOB_TABLE
-RECURRING_SECONDS = {"reconcile": 60, "sla_sweep": 60, "plan_reminders": 60}
+RECURRING_SECONDS = {"reconcile": 60, "sla_sweep": 60, "plan_reminders": 60,
+                     "revalidate_bookings": 60}
 log = structlog.get_logger("fasttrack.timed_work")
 
 _leader_work: TimedWork | None = None
@@ -60,6 +61,10 @@ def sla_sweep_job() -> None:
 
 def reconcile_job() -> None:
     _work().reconcile()
+
+
+def revalidate_bookings_job() -> None:
+    _work().revalidate_bookings()
 
 
 def plan_reminders_job() -> None:
@@ -229,7 +234,8 @@ class TimedWorkService:
             timezone=UTC)
         scheduler.start()
         functions = {"reconcile": reconcile_job, "sla_sweep": sla_sweep_job,
-                     "plan_reminders": plan_reminders_job}
+                     "plan_reminders": plan_reminders_job,
+                     "revalidate_bookings": revalidate_bookings_job}
         for name, seconds in self._recurring.items():
             scheduler.add_job(functions[name], "interval", seconds=seconds, id=name,
                               replace_existing=True, next_run_time=datetime.now(UTC))
