@@ -3,13 +3,12 @@ reschedule commands on ``fasttrack.requests.commands``)."""
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.errors import FieldError, InvalidMessage
+from schemas.errors import FieldError, InvalidMessage, parse_message
 from schemas.help_request import PreferredWindow, Timestamp
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
@@ -45,16 +44,7 @@ class RequestCommand(BaseModel):
 
 def parse_request_command(raw: bytes | str | dict[str, Any]) -> RequestCommand:
     """Decode and validate one RequestCommand v1; :class:`InvalidMessage` names each bad field."""
-    try:
-        data = json.loads(raw) if isinstance(raw, bytes | str) else raw
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidMessage([FieldError("", f"not valid UTF-8 JSON: {exc}")]) from exc
-    if not isinstance(data, dict):
-        raise InvalidMessage([FieldError("", "must be a JSON object")])
-    try:
-        command = RequestCommand.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidMessage.from_pydantic(exc) from exc
+    command = parse_message(raw, RequestCommand)
     window = command.preferred_window
     if window and window.earliest and window.latest and window.latest <= window.earliest:
         raise InvalidMessage([FieldError("preferred_window.latest",

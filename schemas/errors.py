@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,26 @@ class InvalidMessage(ValueError):
     @classmethod
     def from_pydantic(cls, exc: ValidationError) -> InvalidMessage:
         return cls([FieldError(_dotted(e["loc"]), _message(e)) for e in exc.errors()])
+
+
+_Model = TypeVar("_Model", bound="BaseModel")
+
+
+def parse_message(raw: bytes | str | dict[str, Any], model: type[_Model]) -> _Model:
+    """Decode JSON (bytes, text or an already-decoded object) into ``model``; raise
+    :class:`InvalidMessage` naming each bad field."""
+    from pydantic import ValidationError
+
+    try:
+        data = json.loads(raw) if isinstance(raw, bytes | str) else raw
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidMessage([FieldError("", f"not valid UTF-8 JSON: {exc}")]) from exc
+    if not isinstance(data, dict):
+        raise InvalidMessage([FieldError("", "must be a JSON object")])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidMessage.from_pydantic(exc) from exc
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

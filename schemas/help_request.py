@@ -8,7 +8,6 @@ schema cannot express (the time zone exists, the window is not inverted) live in
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -23,11 +22,10 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
-    ValidationError,
     model_validator,
 )
 
-from schemas.errors import FieldError, InvalidMessage
+from schemas.errors import FieldError, InvalidMessage, parse_message
 
 RFC3339_PATTERN = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
@@ -159,16 +157,7 @@ def semantic_errors(request: HelpRequest) -> list[FieldError]:
 
 def parse_help_request(raw: bytes | str | dict[str, Any]) -> HelpRequest:
     """Decode and validate one HelpRequest v1; :class:`InvalidMessage` names each bad field."""
-    try:
-        data = json.loads(raw) if isinstance(raw, bytes | str) else raw
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidMessage([FieldError("", f"not valid UTF-8 JSON: {exc}")]) from exc
-    if not isinstance(data, dict):
-        raise InvalidMessage([FieldError("", "must be a JSON object")])
-    try:
-        request = HelpRequest.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidMessage.from_pydantic(exc) from exc
+    request = parse_message(raw, HelpRequest)
     errors = semantic_errors(request)
     if errors:
         raise InvalidMessage(errors)
