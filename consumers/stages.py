@@ -21,8 +21,7 @@ from consumers.routing import route
 from scheduler.booking import JoinUrl, book
 from scheduler.delivery import DeliveryFailed, Invite, InviteDelivery
 from scheduler.delivery_retry import send_with_retry
-from scheduler.directory import CenterDirectory
-from scheduler.directory_source import DirectoryFeed, current_directory
+from scheduler.directory_source import DirectoryFeed
 from scheduler.invite_log import InviteLog
 from scheduler.invites import build_imip_message, build_invite
 from scheduler.ledger import BookingLedger, MeetingLinks
@@ -55,7 +54,7 @@ class Submission:
     """``requests.submitted`` → validate, de-duplicate, record, route → routed or escalated."""
 
     store: RequestStore
-    directory: CenterDirectory | DirectoryFeed
+    directory: DirectoryFeed
     clock: Clock
 
     def handle(self, value: bytes, origin: Origin) -> list[Emit]:
@@ -76,7 +75,7 @@ class Submission:
                                 marks_request=False)
         if outcome.kind is Acceptance.DUPLICATE and outcome.status is not RequestState.ACCEPTED:
             return self._resend(request) if outcome.status is RequestState.ROUTED else []
-        decision = route(request, current_directory(self.directory), now)
+        decision = route(request, self.directory(), now)
         if decision.center_id is None:
             return escalate(self.store, request, "routing", decision.reasons, now, decision)
         self.store.advance(request.request_id, RequestState.ROUTED, now,
@@ -97,7 +96,7 @@ class Booking:
     """``requests.routed`` → book a slot and a specialist → meetings.booked or escalated."""
 
     store: RequestStore
-    directory: CenterDirectory | DirectoryFeed
+    directory: DirectoryFeed
     ledger: BookingLedger
     clock: Clock
     join_url: JoinUrl
@@ -109,7 +108,7 @@ class Booking:
         if status is None or status.status not in (RequestState.ROUTED, RequestState.BOOKED):
             return []  # unknown here, finished, cancelled or escalated: nothing to do
         now = self.clock()
-        outcome = book(decision, current_directory(self.directory), self.ledger,
+        outcome = book(decision, self.directory(), self.ledger,
                        join_url=self.join_url)
         if outcome.meeting is None:
             return escalate(self.store, request, "booking", outcome.reasons, now, decision)
@@ -128,7 +127,7 @@ class Invitation:
     """``meetings.booked`` → render the iTIP REQUEST, deliver it → invites.delivered."""
 
     store: RequestStore
-    directory: CenterDirectory | DirectoryFeed
+    directory: DirectoryFeed
     deliveries: Callable[[str], InviteDelivery]
     log: InviteLog
     links: MeetingLinks
@@ -141,7 +140,7 @@ class Invitation:
         if status is None or status.status is not RequestState.BOOKED:
             return []  # already invited, or cancelled/escalated since
         now = self.clock()
-        center = current_directory(self.directory).center(meeting.center_id)
+        center = self.directory().center(meeting.center_id)
         backend = self.deliveries(center.id)
         sequence = meeting.revision - 1
         ics = build_invite(meeting, request, center, sequence=sequence, method="REQUEST", now=now)

@@ -26,11 +26,6 @@ Fingerprint = tuple[int, int, int]
 log = structlog.get_logger("fasttrack.directory")
 
 
-def current_directory(directory: CenterDirectory | DirectoryFeed) -> CenterDirectory:
-    """The directory itself, or what the feed returns now."""
-    return directory if isinstance(directory, CenterDirectory) else directory()
-
-
 class DirectorySource:
     """The current directory; constant, or re-read from ``path`` when the file changes."""
 

@@ -45,6 +45,7 @@ from exchangelib.version import EXCHANGE_2016, Build, Version
 from icalendar import Calendar
 
 from scheduler.delivery import DeliveryFailed, DeliveryReceipt, Invite, Span, merge_spans
+from scheduler.delivery_settings import DeliverySettingsInvalid
 
 BLOCKING_BUSY_TYPES = frozenset({"Busy", "OOF", "Tentative"})
 _TRANSIENT = (ErrorServerBusy, ErrorTimeoutExpired, ErrorTooManyObjectsOpened,
@@ -71,7 +72,7 @@ class FastTrackSequence(ExtendedProperty):
     property_type = "Integer"
 
 
-class EwsSettingsInvalid(ValueError):
+class EwsSettingsInvalid(DeliverySettingsInvalid):
     """A center's ``delivery`` settings for EWS are incomplete; the message names the key."""
 
 

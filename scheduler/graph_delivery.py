@@ -31,6 +31,7 @@ from icalendar import Calendar
 from tzlocal.windows_tz import tz_win, win_tz
 
 from scheduler.delivery import DeliveryFailed, DeliveryReceipt, Invite, Span, merge_spans
+from scheduler.delivery_settings import DeliverySettingsInvalid
 
 GRAPH_URL = "https://graph.microsoft.com/v1.0"
 LOGIN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
@@ -43,7 +44,7 @@ BLOCKING_STATUSES = frozenset({"busy", "oof", "tentative"})
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
-class GraphSettingsInvalid(ValueError):
+class GraphSettingsInvalid(DeliverySettingsInvalid):
     """A center's ``delivery`` settings for Graph are incomplete; the message names the key."""
 
 

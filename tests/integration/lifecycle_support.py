@@ -20,6 +20,7 @@ from consumers.routing import route
 from consumers.stages import Booking, Invitation, Submission
 from scheduler.delivery import DeliveryReceipt, Invite
 from scheduler.directory import CenterDirectory
+from scheduler.directory_source import DirectorySource
 from scheduler.invite_log import InviteLog
 from scheduler.lifecycle import Lifecycle
 from scheduler.lifecycle_records import LifecycleRecords
@@ -82,10 +83,11 @@ class World:
         self.store = RequestStore(self.engine)
         self.ledger = SqlBookingLedger(self.engine)
         self.records = LifecycleRecords(self.engine)
+        feed = DirectorySource.constant(self.directory)
         self.stages = (
-            Submission(self.store, self.directory, self.clock),
-            Booking(self.store, self.directory, self.ledger, self.clock, join_url),
-            Invitation(self.store, self.directory, lambda _center: self.delivery,
+            Submission(self.store, feed, self.clock),
+            Booking(self.store, feed, self.ledger, self.clock, join_url),
+            Invitation(self.store, feed, lambda _center: self.delivery,
                        InviteLog(self.engine), self.ledger, self.clock),
         )
 

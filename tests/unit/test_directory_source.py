@@ -11,7 +11,7 @@ import yaml
 from structlog.testing import capture_logs
 
 from scheduler.directory import DirectoryInvalid
-from scheduler.directory_source import DirectorySource, current_directory
+from scheduler.directory_source import DirectorySource
 from tests.unit.conftest import directory_data, make_directory
 
 
@@ -114,9 +114,7 @@ def test_an_invalid_file_at_start_is_an_error(tmp_path: Path) -> None:
         DirectorySource.watching(path)
 
 
-def test_a_constant_source_and_a_plain_directory_need_no_file() -> None:
+def test_a_constant_source_needs_no_file() -> None:
     directory = make_directory(("tokyo",))
     source = DirectorySource.constant(directory)
     assert source() is directory
-    assert current_directory(source) is directory
-    assert current_directory(directory) is directory
