@@ -79,9 +79,23 @@ def _set_addresses(message: EmailMessage, name: str, addresses: list[Address]) -
     goes without display names.
     """
     message[name] = addresses
-    folded = SMTP.fold_binary(name, message[name])
-    parsed = BytesHeaderParser(policy=default).parsebytes(folded)[name]
-    expected = [(a.display_name, a.addr_spec) for a in addresses]
-    if [(a.display_name, a.addr_spec) for a in parsed.addresses] != expected:
+    key = (name, tuple((a.display_name, a.username, a.domain) for a in addresses))
+    survives = _SURVIVES.get(key)
+    if survives is None:
+        folded = SMTP.fold_binary(name, message[name])
+        parsed = BytesHeaderParser(policy=default).parsebytes(folded)[name]
+        expected = [(a.display_name, a.addr_spec) for a in addresses]
+        survives = [(a.display_name, a.addr_spec) for a in parsed.addresses] == expected
+        if len(_SURVIVES) >= _SURVIVES_MAX:
+            _SURVIVES.clear()
+        _SURVIVES[key] = survives
+    if not survives:
         del message[name]
         message[name] = [Address(username=a.username, domain=a.domain) for a in addresses]
+
+
+#: Whether a header (name, addresses as (display name, user, domain)) survived the round trip:
+#: the same header always folds and parses back the same way, and the center's From is the same
+#: for every invite it sends.
+_SURVIVES: dict[tuple[str, tuple[tuple[str, str, str], ...]], bool] = {}
+_SURVIVES_MAX = 1024

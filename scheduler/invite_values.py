@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 from urllib.parse import quote, urlsplit
 
 from email_validator import EmailNotValidError, validate_email
@@ -52,9 +53,17 @@ def header_text(value: str) -> str:
 def valid_email(address: str, field: str) -> str:
     """A validated address, ASCII (IDNA) where possible: no quotes, spaces or separators."""
     try:
-        valid = validate_email(address, check_deliverability=False, allow_quoted_local=False)
+        return _validated(address)
     except EmailNotValidError as exc:
         raise InvalidInvite(f"{field}: {exc}") from exc
+
+
+@lru_cache(maxsize=1024)
+def _validated(address: str) -> str:
+    """:func:`valid_email` without the field name. Valid addresses are remembered (no DNS is
+    asked, so the answer never changes): one invite checks each address for the calendar, the
+    email and its Message-ID."""
+    valid = validate_email(address, check_deliverability=False, allow_quoted_local=False)
     return valid.ascii_email or valid.normalized
 
 

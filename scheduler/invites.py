@@ -3,21 +3,32 @@
 Pure rendering: every input, the clock included, is passed in. The words are
 :mod:`scheduler.invite_wording`'s; escaping and line folding are icalendar's, so no field can start
 a property, parameter or component of its own.
+
+What is costly and always the same is remembered, never changing a byte of the output: each
+zone's VTIMEZONE per span of years, the last invites :func:`build_invite` rendered (so
+:func:`build_imip_message`, called right after with the same bytes, need not parse them or word
+them again), and one class per email header name.
 """
 
 from __future__ import annotations
 
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime as rfc5322_date
+from functools import lru_cache
 
-from icalendar import Calendar, Event, vCalAddress
+from icalendar import Calendar, Event, Timezone, vCalAddress
 
 from scheduler.directory import Center
 from scheduler.invite_addressing import address_message, attendees, meeting_specialist, message_id
 from scheduler.invite_values import InvalidInvite, header_text, mailto, one_line
-from scheduler.invite_wording import Method, invite_text
+from scheduler.invite_wording import InviteText, Method, invite_text
 from schemas.events import Meeting
 from schemas.help_request import HelpRequest
 
@@ -60,9 +71,11 @@ def build_invite(meeting: Meeting, request: HelpRequest, center: Center, *, sequ
     calendar.add("calscale", "GREGORIAN")
     calendar.add("method", method)
     calendar.add_component(event)
-    calendar.add_missing_timezones(first_date=date(meeting.start.year, 1, 1),
-                                   last_date=date(meeting.end.year + 1, 1, 1))
-    return bytes(calendar.to_ical())
+    ics = _to_ical_with_timezones(calendar, first_date=date(meeting.start.year, 1, 1),
+                                  last_date=date(meeting.end.year + 1, 1, 1))
+    if _PLAIN_UID.fullmatch(meeting.uid):
+        _remember(ics, _Rendered(method, meeting.uid, sequence, (meeting, request, center), text))
+    return ics
 
 
 def build_imip_message(ics: bytes, meeting: Meeting, request: HelpRequest, center: Center, *,
@@ -73,10 +86,18 @@ def build_imip_message(ics: bytes, meeting: Meeting, request: HelpRequest, cente
     ``multipart/alternative`` (text, HTML, ``text/calendar; method=...``) and the same bytes as
     the ``invite.ics`` attachment. The subject says "updated" when the invite's SEQUENCE is > 0.
     """
-    sequence = _sequence_of(ics, meeting.uid, method)
+    rendered = _recall(ics)
+    if rendered is None:
+        sequence = _sequence_of(ics, meeting.uid, method)
+    else:  # what the bytes say, known without parsing them again
+        sequence = _checked_sequence((rendered.method, rendered.uid, rendered.sequence),
+                                     meeting.uid, method)
     _check(method, sequence, now)
-    text = invite_text(meeting, request, center, method=method, sequence=sequence)
-    message = EmailMessage(policy=SMTP)
+    if rendered is not None and rendered.inputs_are(meeting, request, center):
+        text = rendered.text  # the same (frozen) inputs, method and sequence: the same words
+    else:
+        text = invite_text(meeting, request, center, method=method, sequence=sequence)
+    message = EmailMessage(policy=_POLICY)
     address_message(message, meeting, request, center)
     message["Subject"] = header_text(text.subject)
     message["Date"] = rfc5322_date(now.astimezone(UTC))
@@ -99,10 +120,130 @@ def _sequence_of(ics: bytes, uid: str, method: str) -> int:
         found = (str(calendar["METHOD"]), str(event["UID"]), event.sequence)
     except (ValueError, KeyError) as exc:
         raise InvalidInvite(f"ics: not an invite from build_invite: {exc}") from exc
+    return _checked_sequence(found, uid, method)
+
+
+def _checked_sequence(found: tuple[str, str, int], uid: str, method: str) -> int:
+    """SEQUENCE of an invite whose (METHOD, UID, SEQUENCE) is ``found``, if it is the invite for
+    this meeting and method."""
     if found[:2] != (method, uid):
         raise InvalidInvite(f"ics: is METHOD {found[0]} for UID {found[1]!r}, "
                             f"not {method} for {uid!r}")
     return found[2]
+
+
+# -- what build_invite just rendered ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    """What :func:`build_invite` put into one ``.ics``, and the words it used."""
+
+    method: str
+    uid: str
+    sequence: int
+    inputs: tuple[Meeting, HelpRequest, Center]
+    text: InviteText
+
+    def inputs_are(self, meeting: Meeting, request: HelpRequest, center: Center) -> bool:
+        # Identity, not equality: the models are frozen, and the entry holds them, so an id
+        # cannot be reused while it is remembered.
+        held = self.inputs
+        return held[0] is meeting and held[1] is request and held[2] is center
+
+
+_RENDERED_MAX = 64
+#: UIDs that read back from the ``.ics`` unchanged: nothing icalendar escapes, folds into a
+#: parameter or strips. Invites with any other UID are not remembered, so always parsed.
+_PLAIN_UID = re.compile(r"[A-Za-z0-9@._+:=-]{1,255}")
+_rendered: OrderedDict[bytes, _Rendered] = OrderedDict()
+_rendered_lock = threading.Lock()
+
+
+def _remember(ics: bytes, rendered: _Rendered) -> None:
+    """Keep the last few invites, keyed by their exact bytes: :func:`build_imip_message` then
+    knows their METHOD, UID and SEQUENCE without parsing them. The bytes decide all three, and
+    only plain UIDs are kept, so a hit is exactly what parsing the bytes would find."""
+    with _rendered_lock:
+        _rendered[ics] = rendered
+        _rendered.move_to_end(ics)
+        while len(_rendered) > _RENDERED_MAX:
+            _rendered.popitem(last=False)
+
+
+def _recall(ics: bytes) -> _Rendered | None:
+    with _rendered_lock:
+        return _rendered.get(ics)
+
+
+# -- VTIMEZONE components -----------------------------------------------------------------------
+
+
+def _to_ical_with_timezones(calendar: Calendar, first_date: date, last_date: date) -> bytes:
+    """``calendar.add_missing_timezones(first_date, last_date)`` then ``calendar.to_ical()``
+    (icalendar 7.x), for a calendar without VTIMEZONEs, with every VTIMEZONE from a cache.
+
+    Building a VTIMEZONE walks the zone's offsets over the whole span and was most of the cost
+    of an invite (icalendar's own advice: "Please cache the results"). The same TZIDs (those
+    used, UTC excepted; unknown ones left out), in the same order, in the same place: before
+    every other component. A component serializes as its own lines wherever it is, so its
+    bytes go in front of the first ``BEGIN:`` line after ``BEGIN:VCALENDAR`` (a folded line
+    starts with a space, and no calendar property is named BEGIN). Cached as bytes: nothing an
+    invite does can change them.
+    """
+    if calendar.timezones:
+        raise ValueError("the calendar already has VTIMEZONE components")
+    missing = calendar.get_missing_tzids()
+    ics = bytes(calendar.to_ical())
+    timezones = [ical for tzid in missing
+                 if (ical := _vtimezone_ical(tzid, first_date, last_date)) is not None]
+    if not timezones:
+        return ics
+    at = ics.index(b"\r\nBEGIN:", len(b"BEGIN:VCALENDAR")) + len(b"\r\n")
+    return b"".join((ics[:at], *timezones, ics[at:]))
+
+
+@lru_cache(maxsize=256)
+def _vtimezone_ical(tzid: str, first_date: date, last_date: date) -> bytes | None:
+    """The VTIMEZONE for ``tzid`` from ``first_date`` to ``last_date`` as iCalendar bytes; None
+    when icalendar does not know the zone (``add_missing_timezones`` skips those too).
+
+    :func:`build_invite` gives 1 January for both dates: one entry per (zone, first year, last
+    year).
+    """
+    try:
+        timezone = Timezone.from_tzid(tzid, first_date=first_date, last_date=last_date)
+    except ValueError:
+        return None
+    return bytes(timezone.to_ical())
+
+
+# -- email headers ------------------------------------------------------------------------------
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The standard header registry, building each header class once.
+
+    ``HeaderRegistry[name]`` creates a new class (``type(...)``) for every header it parses,
+    which in Python 3.11 costs about as much as parsing a short header and leaves garbage for
+    the cyclic collector. The classes have no state of their own, so one per header name serves
+    all. Only the invite's own headers pass through here (a fixed few names).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = super().__getitem__(name)
+        return cls
+
+
+#: ``email.policy.SMTP`` in every respect but the header factory above.
+_POLICY = SMTP.clone(header_factory=_HeaderClasses())
 
 
 def _check(method: str, sequence: int, now: datetime) -> None:

@@ -1,10 +1,18 @@
 """The file outbox, the default invite delivery (DESIGN §11): ``<uid>.ics`` and ``<uid>.eml``.
 
-Each file is written atomically (temporary file in the same directory, fsync, ``os.replace``,
-fsync of the directory). The ``.eml`` is replaced first and the ``.ics`` last, so the ``.ics``
-is the record of what was delivered: its SEQUENCE and METHOD decide whether a later delivery
-replaces it. The same (UID, SEQUENCE, METHOD) again changes nothing; a lower SEQUENCE never
-replaces a higher one; at equal SEQUENCE a CANCEL replaces a REQUEST, never the reverse.
+Each file is written atomically: a temporary file in the same directory, fsync, ``os.replace``.
+The ``.eml`` is replaced first and the ``.ics`` last, so the ``.ics`` is the record of what was
+delivered: its SEQUENCE and METHOD decide whether a later delivery replaces it. The same (UID,
+SEQUENCE, METHOD) again changes nothing; a lower SEQUENCE never replaces a higher one; at equal
+SEQUENCE a CANCEL replaces a REQUEST, never the reverse.
+
+Each file's contents are fsynced before its rename, so neither is ever torn. The directory is
+fsynced once, after both renames (after all of a batch's, :meth:`OutboxDelivery.send_many`) and
+before the outbox lock is released: a delivery is durable when it returns, and no other delivery
+can find it "already held" while it is still in flight. A crash before that fsync can lose the
+renames; that it cannot keep the ``.ics`` rename and lose the earlier ``.eml`` one relies on the
+file system committing one directory's renames in order, as journaling file systems (ext4, XFS)
+do.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import fcntl
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
@@ -45,6 +53,51 @@ class OutboxDelivery:
                             invite.method)
         return DeliveryReceipt(location=str(path))
 
+    def send_many(self, invites: Sequence[Invite]) -> list[DeliveryReceipt | Exception]:
+        """:meth:`send` for each invite, in order, under one lock and with one directory fsync.
+
+        Returns one result per invite, in order: its receipt, or the exception that kept it
+        from being delivered (:class:`UnsafeUid`, ``ValueError`` for an unknown method,
+        ``OSError`` from the disk...). A failed invite does not stop the others. On disk the
+        batch is the same as sending the invites one by one in this order: each is checked
+        against what the outbox holds by then, earlier invites of the batch included. When the
+        outbox itself fails (its directory, its lock, the final directory fsync), every invite
+        the batch could have written gets that error; the refused ones keep theirs. Never
+        raises for one invite or for the outbox (only ``BaseException``s that are not
+        ``Exception``s propagate).
+        """
+        results: list[DeliveryReceipt | Exception] = []
+        valid: list[int] = []
+        for index, invite in enumerate(invites):
+            try:
+                _check(invite.meeting.uid, invite.method)
+            except Exception as exc:  # UnsafeUid, an unknown method
+                results.append(exc)
+            else:
+                results.append(DeliveryReceipt(location=str(self._ics_path(invite.meeting.uid))))
+                valid.append(index)
+        if not valid:
+            return results
+        wrote = False
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with self._locked():
+                for index in valid:
+                    invite = invites[index]
+                    try:
+                        wrote |= self._write_if_later(invite.ics, invite.email,
+                                                      invite.meeting.uid, invite.sequence,
+                                                      invite.method)
+                    except Exception as exc:  # reported for this invite alone
+                        results[index] = exc
+                if wrote:
+                    _fsync_directory(self.directory)
+        except Exception as exc:  # the outbox itself (directory, lock, fsync): every invite
+            for index in valid:
+                if not isinstance(results[index], Exception):
+                    results[index] = exc
+        return results
+
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
 
@@ -52,18 +105,27 @@ class OutboxDelivery:
                 method: str) -> Path:
         """Write ``<uid>.eml`` then ``<uid>.ics`` unless the outbox already holds this message
         or a later one; return the path of ``<uid>.ics`` either way."""
-        if not _SAFE_UID.fullmatch(uid) or uid.startswith("."):
-            raise UnsafeUid(uid)
-        if method not in _METHOD_RANK:
-            raise ValueError(f"method {method!r} is not REQUEST or CANCEL")
+        _check(uid, method)
         self.directory.mkdir(parents=True, exist_ok=True)
-        ics_path = self.directory / f"{uid}.ics"
         with self._locked():
-            held = delivered_version(ics_path)
-            if held is None or (sequence, _METHOD_RANK[method]) > held:
-                _write_atomically(self.directory / f"{uid}.eml", message.as_bytes())
-                _write_atomically(ics_path, ics)
-        return ics_path
+            if self._write_if_later(ics, message, uid, sequence, method):
+                _fsync_directory(self.directory)
+        return self._ics_path(uid)
+
+    def _ics_path(self, uid: str) -> Path:
+        return self.directory / f"{uid}.ics"
+
+    def _write_if_later(self, ics: bytes, message: EmailMessage, uid: str, sequence: int,
+                        method: str) -> bool:
+        """Under the lock: replace ``<uid>.eml`` then ``<uid>.ics`` if this message is later
+        than the one held; True when it was. The caller fsyncs the directory."""
+        ics_path = self._ics_path(uid)
+        held = delivered_version(ics_path)
+        if held is not None and (sequence, _METHOD_RANK[method]) <= held:
+            return False
+        _replace_file(self.directory / f"{uid}.eml", message.as_bytes())
+        _replace_file(ics_path, ics)
+        return True
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -86,7 +148,16 @@ def delivered_version(ics_path: Path) -> tuple[int, int] | None:
     return event.sequence, _METHOD_RANK[str(calendar["METHOD"])]
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _check(uid: str, method: str) -> None:
+    if not _SAFE_UID.fullmatch(uid) or uid.startswith("."):
+        raise UnsafeUid(uid)
+    if method not in _METHOD_RANK:
+        raise ValueError(f"method {method!r} is not REQUEST or CANCEL")
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Put ``data`` at ``path`` atomically, contents on disk before the rename; the rename is
+    durable once the directory is fsynced (:func:`_fsync_directory`)."""
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
@@ -97,8 +168,11 @@ def _write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(directory)
+        os.fsync(fd)
     finally:
-        os.close(directory)
+        os.close(fd)

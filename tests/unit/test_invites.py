@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from icalendar import Calendar
 
+import scheduler.invite_addressing as invite_addressing
 import scheduler.invite_locales as invite_locales
 import scheduler.invite_values as invite_values
 import scheduler.invite_wording as invite_wording
@@ -395,6 +396,137 @@ def test_the_email_must_carry_the_invite_it_describes() -> None:
     other = meeting.model_copy(update={"uid": "someone-else@fasttrack.example.com"})
     with pytest.raises(InvalidInvite, match="someone-else"):
         build_imip_message(ics, other, request, center, method="REQUEST", now=NOW)
+
+
+# -- what is remembered between invites ---------------------------------------------------------
+
+
+def icalendar_add_missing_timezones(calendar: Calendar, first_date: Any, last_date: Any) -> bytes:
+    """What build_invite did before VTIMEZONEs were cached: icalendar's own, every time."""
+    calendar.add_missing_timezones(first_date=first_date, last_date=last_date)
+    return bytes(calendar.to_ical())
+
+
+@pytest.mark.parametrize("zone", [
+    "Asia/Taipei", "Europe/Dublin", "America/Sao_Paulo", "America/Los_Angeles",
+    "Australia/Lord_Howe", "Asia/Kathmandu", "Pacific/Chatham", "America/St_Johns",
+    "Africa/Casablanca", "Etc/GMT-14", "UTC",
+])
+@pytest.mark.parametrize("start", [datetime(2026, 7, 13, 9, tzinfo=UTC),
+                                   datetime(2026, 12, 31, 23, 30, tzinfo=UTC)],
+                         ids=["summer", "over-new-year"])
+def test_cached_timezones_give_the_same_bytes_as_icalendar(zone: str, start: datetime,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    center = make_center("taipei", timezone=zone)
+    meeting, request = make_meeting(center, language="en", start=start), make_request("en")
+
+    def render_ics() -> bytes:
+        return build_invite(meeting, request, center, sequence=1, method="REQUEST", now=NOW)
+
+    first, again = render_ics(), render_ics()  # the second from the cache
+    with monkeypatch.context() as patch:
+        patch.setattr(invites, "_to_ical_with_timezones", icalendar_add_missing_timezones)
+        reference = render_ics()
+    assert first == again == reference
+    assert (b"BEGIN:VTIMEZONE" in first) == (zone != "UTC")
+
+
+def test_a_timezone_is_built_once_per_zone_and_years() -> None:
+    center = make_center("dublin")
+    request = make_request("en")
+    invites._vtimezone_ical.cache_clear()
+    for day in (2, 3, 4):
+        meeting = make_meeting(center, language="en",
+                               start=datetime(2026, 3, day, 9, tzinfo=UTC))
+        build_invite(meeting, request, center, sequence=0, method="REQUEST", now=NOW)
+    assert invites._vtimezone_ical.cache_info()[:2] == (2, 1)  # (hits, misses)
+    assert invites._vtimezone_ical("Not/A_Zone", datetime(2026, 1, 1).date(),
+                                   datetime(2027, 1, 1).date()) is None
+
+
+def messages_without_memory(center: Center, request: HelpRequest, meeting: Meeting,
+                            method: invites.Method, sequence: int) -> tuple[bytes, bytes]:
+    """The invite and its email as the code did before anything was remembered."""
+    ics = build_invite(meeting, request, center, sequence=sequence, method=method, now=NOW)
+    invites._rendered.clear()  # the email parses the invite again and words it again,
+    invite_addressing._SURVIVES.clear()  # checks its address headers again,
+    invite_values._validated.cache_clear()  # validates every address again
+    saved = invites._POLICY
+    invites._POLICY = policy.SMTP  # and builds each header class anew
+    try:
+        message = build_imip_message(ics, meeting, request, center, method=method, now=NOW)
+    finally:
+        invites._POLICY = saved
+    return ics, message.as_bytes()
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
+def test_remembering_changes_no_byte_of_the_email(name: str) -> None:
+    center, request, meeting, method, sequence = golden_case(GOLDEN_CASES[name])
+    ics, message = render(center, request, meeting, method=method, sequence=sequence)
+    assert (ics, message.as_bytes()) == messages_without_memory(center, request, meeting, method,
+                                                                sequence)
+
+
+def test_an_invite_with_an_unusual_uid_is_read_back_from_its_bytes() -> None:
+    center = make_center()
+    request = make_request("en")
+    meeting = make_meeting(center, language="en").model_copy(
+        update={"uid": "a,b;c d@fasttrack.example.com"})
+    ics, message = render(center, request, meeting, sequence=2)
+    assert ics not in invites._rendered  # not remembered: UID escaped in the .ics
+    assert message.as_bytes() == messages_without_memory(center, request, meeting, "REQUEST",
+                                                         2)[1]
+    assert "Updated" in str(message["Subject"])
+
+
+def test_the_email_is_worded_for_the_inputs_it_is_given() -> None:
+    """The words build_invite found are reused only for the very same inputs."""
+    center = make_center()
+    request, meeting = make_request("en"), make_meeting(center, language="en")
+    ics = build_invite(meeting, request, center, sequence=0, method="REQUEST", now=NOW)
+    renamed = make_request("en", requester_name="Someone Else")
+    body = plain_body(build_imip_message(ics, meeting, renamed, center, method="REQUEST",
+                                         now=NOW))
+    assert body.startswith("Hello Someone Else,")
+
+
+@pytest.mark.parametrize("forget", [False, True], ids=["remembered", "parsed"])
+def test_the_email_must_carry_the_invite_it_describes_either_way(forget: bool) -> None:
+    center = make_center()
+    request, meeting = make_request(), make_meeting(center)
+    ics = build_invite(meeting, request, center, sequence=0, method="REQUEST", now=NOW)
+    if forget:
+        invites._rendered.clear()
+    with pytest.raises(InvalidInvite, match="METHOD REQUEST"):
+        build_imip_message(ics, meeting, request, center, method="CANCEL", now=NOW)
+    other = meeting.model_copy(update={"uid": "someone-else@fasttrack.example.com"})
+    with pytest.raises(InvalidInvite, match="someone-else"):
+        build_imip_message(ics, other, request, center, method="REQUEST", now=NOW)
+    with pytest.raises(InvalidInvite, match="not an invite"):
+        build_imip_message(b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", meeting, request, center,
+                           method="REQUEST", now=NOW)
+
+
+def test_a_refused_address_is_refused_every_time_with_its_field() -> None:
+    for field in ("requester.email", "partner.email"):
+        with pytest.raises(InvalidInvite, match=rf"^{re.escape(field)}: "):
+            invite_values.valid_email("not-an-address", field)
+    assert invite_values.valid_email("user@bücher.example", "x") == "user@xn--bcher-kva.example"
+    assert invite_values.valid_email("user@bücher.example", "y") == "user@xn--bcher-kva.example"
+
+
+def test_a_header_that_loses_its_names_loses_them_every_time() -> None:
+    """A long encoded name does not survive Python 3.11's folder: the To header goes without
+    names, the first time (checked) and the next (remembered)."""
+    center = make_center()
+    request = make_request("en", partner=True, requester_name="é" * 80)
+    first, second = (render(center, request, make_meeting(center, language="en"))[1]
+                     for _ in range(2))
+    assert first.as_bytes() == second.as_bytes()
+    assert [a.display_name for a in first["To"].addresses] == ["", "", ""]
+    assert first["From"].addresses[0].display_name == center.name
 
 
 def test_html_body_escapes_fields_and_links_the_meeting() -> None:

@@ -1,23 +1,31 @@
-"""The file outbox: atomic, idempotent per (UID, SEQUENCE, METHOD), never moves backwards."""
+"""The file outbox: atomic, idempotent per (UID, SEQUENCE, METHOD), never moves backwards;
+one by one or in batches (``send_many``)."""
 
 from __future__ import annotations
 
 import email
+import fcntl
 import os
 import random
+import stat
 import tempfile
 import threading
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from icalendar import Calendar, Event
 
+from scheduler.delivery import DeliveryReceipt, Invite
+from scheduler.directory import Center
 from scheduler.outbox import OutboxDelivery, UnsafeUid, delivered_version
+from schemas.events import Meeting
+from schemas.help_request import HelpRequest
 
 UID = "6f2b8e0c-3c1a-4f57-9a43-0d3c7f1b2a55@fasttrack.example.com"
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -173,3 +181,194 @@ def test_an_unknown_method_is_refused(tmp_path: Path) -> None:
     ics, message = invite(0)
     with pytest.raises(ValueError, match="PUBLISH"):
         OutboxDelivery(tmp_path).deliver(ics, message, UID, 0, "PUBLISH")
+
+
+# -- durability: how many fsyncs, in which order ------------------------------------------------
+
+
+class DiskCalls:
+    """Records the fsyncs (of a file or of a directory), renames and locks the outbox makes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, str]] = []
+        real_fsync, real_replace, real_flock = os.fsync, os.replace, fcntl.flock
+
+        def fsync(fd: int) -> None:
+            kind = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+            self.calls.append(("fsync", kind))
+            real_fsync(fd)
+
+        def replace(source: str, target: str | Path) -> None:
+            self.calls.append(("replace", Path(target).suffix))
+            real_replace(source, target)
+
+        def flock(fd: Any, operation: int) -> None:
+            if operation == fcntl.LOCK_EX:
+                self.calls.append(("lock", ""))
+            real_flock(fd, operation)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "replace", replace)
+        monkeypatch.setattr(fcntl, "flock", flock)
+
+    def count(self, call: tuple[str, str]) -> int:
+        return self.calls.count(call)
+
+
+def test_a_delivery_fsyncs_each_file_then_the_directory_once(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    deliver(OutboxDelivery(tmp_path), 0)  # the directory and the lock file exist
+    disk = DiskCalls(monkeypatch)
+    deliver(OutboxDelivery(tmp_path), 1)
+    assert disk.calls == [("lock", ""), ("fsync", "file"), ("replace", ".eml"),
+                          ("fsync", "file"), ("replace", ".ics"), ("fsync", "dir")]
+
+
+def test_a_delivery_already_held_writes_and_fsyncs_nothing(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    deliver(OutboxDelivery(tmp_path), 1)
+    disk = DiskCalls(monkeypatch)
+    deliver(OutboxDelivery(tmp_path), 1)
+    deliver(OutboxDelivery(tmp_path), 0)
+    assert disk.calls == [("lock", ""), ("lock", "")]
+
+
+# -- send_many ----------------------------------------------------------------------------------
+
+
+def port_invite(sequence: int, method: str = "REQUEST", *, uid: str = UID) -> Invite:
+    """An Invite for the delivery port; the outbox reads only the UID, SEQUENCE, METHOD and
+    the two renderings."""
+    ics, message = invite(sequence, method, uid=uid)
+    return Invite(meeting=Meeting.model_construct(uid=uid), request=HelpRequest.model_construct(),
+                  center=Center.model_construct(), sequence=sequence,
+                  method=method,  # type: ignore[arg-type]
+                  ics=ics, email=message)
+
+
+def outbox_files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.name != ".lock"}
+
+
+OTHER = "1b7d0f6e-2f0e-4c36-8d4a-5a4fd7f2c0e1@fasttrack.example.com"
+
+
+def test_send_many_reports_each_invite_and_writes_the_good_ones(tmp_path: Path) -> None:
+    outbox = OutboxDelivery(tmp_path)
+    invites = [port_invite(0), port_invite(0, uid="../escape"), port_invite(3, uid=OTHER),
+               port_invite(0, "PUBLISH", uid="third@fasttrack.example.com")]
+    results = outbox.send_many(invites)
+    assert len(results) == 4
+    assert results[0] == DeliveryReceipt(location=str(tmp_path / f"{UID}.ics"))
+    assert isinstance(results[1], UnsafeUid)
+    assert results[2] == DeliveryReceipt(location=str(tmp_path / f"{OTHER}.ics"))
+    assert isinstance(results[3], ValueError) and "PUBLISH" in str(results[3])
+    assert sorted(outbox_files(tmp_path)) == sorted(
+        [f"{UID}.eml", f"{UID}.ics", f"{OTHER}.eml", f"{OTHER}.ics"])
+    assert (tmp_path / f"{OTHER}.ics").read_bytes() == invites[2].ics
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_send_many_of_only_refused_invites_creates_nothing(tmp_path: Path) -> None:
+    outbox = OutboxDelivery(tmp_path / "outbox")
+    results = outbox.send_many([port_invite(0, uid=".hidden"), port_invite(0, uid="a/b")])
+    assert [type(r) for r in results] == [UnsafeUid, UnsafeUid]
+    assert not (tmp_path / "outbox").exists()
+    assert OutboxDelivery(tmp_path).send_many([]) == []
+
+
+@pytest.mark.parametrize("batch,expected", [
+    ([(0, "REQUEST"), (1, "REQUEST")], (1, "REQUEST")),
+    ([(1, "REQUEST"), (0, "REQUEST")], (1, "REQUEST")),
+    ([(1, "REQUEST"), (1, "CANCEL")], (1, "CANCEL")),
+    ([(1, "CANCEL"), (1, "REQUEST")], (1, "CANCEL")),
+    ([(2, "REQUEST"), (2, "REQUEST")], (2, "REQUEST")),
+], ids=["newer-second", "older-second", "cancel-second", "request-after-cancel", "same-twice"])
+def test_send_many_orders_the_same_uid_within_the_batch(tmp_path: Path,
+                                                        batch: list[tuple[int, str]],
+                                                        expected: tuple[int, str]) -> None:
+    results = OutboxDelivery(tmp_path).send_many([port_invite(s, m) for s, m in batch])
+    assert all(isinstance(r, DeliveryReceipt) for r in results)
+    assert held(tmp_path) == expected
+    eml = email.message_from_bytes((tmp_path / f"{UID}.eml").read_bytes(), policy=policy.default)
+    assert eml["Subject"] == f"{expected[1]} {expected[0]}"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([UID, OTHER, "bad uid"]), st.integers(0, 3),
+                          st.sampled_from(["REQUEST", "CANCEL"])), min_size=1, max_size=10),
+       st.lists(st.tuples(st.sampled_from([UID, OTHER]), st.integers(0, 3),
+                          st.sampled_from(["REQUEST", "CANCEL"])), max_size=3))
+def test_a_batch_leaves_the_same_files_as_the_same_sends_one_by_one(
+        batch: list[tuple[str, int, str]], before: list[tuple[str, int, str]]) -> None:
+    with tempfile.TemporaryDirectory() as one_by_one, tempfile.TemporaryDirectory() as at_once:
+        singles, many = OutboxDelivery(Path(one_by_one)), OutboxDelivery(Path(at_once))
+        for uid, sequence, method in before:  # what the outboxes already hold
+            held_already = port_invite(sequence, method, uid=uid)
+            singles.send(held_already)
+            many.send(held_already)
+        # the same objects for both: the email's MIME boundary is chosen when first written
+        invites = [port_invite(sequence, method, uid=uid) for uid, sequence, method in batch]
+        expected: list[DeliveryReceipt | type[Exception]] = []
+        for item in invites:
+            try:
+                expected.append(singles.send(item))
+            except UnsafeUid:
+                expected.append(UnsafeUid)
+        results = many.send_many(invites)
+        assert [r if isinstance(r, DeliveryReceipt) else type(r) for r in results] == [
+            DeliveryReceipt(location=r.location.replace(one_by_one, at_once))
+            if isinstance(r, DeliveryReceipt) else r for r in expected]
+        assert outbox_files(Path(at_once)) == outbox_files(Path(one_by_one))
+
+
+def test_send_many_locks_once_and_fsyncs_the_directory_once(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    outbox = OutboxDelivery(tmp_path)
+    outbox.send(port_invite(5, uid=OTHER))  # held: the batch's older one is not written
+    disk = DiskCalls(monkeypatch)
+    results = outbox.send_many([port_invite(0), port_invite(1), port_invite(0, uid=".bad"),
+                                port_invite(4, uid=OTHER)])
+    assert [type(r) for r in results] == [DeliveryReceipt, DeliveryReceipt, UnsafeUid,
+                                          DeliveryReceipt]
+    one_invite = [("fsync", "file"), ("replace", ".eml"), ("fsync", "file"), ("replace", ".ics")]
+    assert disk.calls == [("lock", ""), *one_invite, *one_invite, ("fsync", "dir")]
+
+
+def test_send_many_reports_a_failed_write_and_writes_the_rest(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    real_replace = os.replace
+
+    def disk_full_for_other(source: str, target: str | Path) -> None:
+        if Path(target).name.startswith(OTHER):
+            raise OSError(28, "No space left on device")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", disk_full_for_other)
+    invites = [port_invite(0, uid=OTHER), port_invite(0), port_invite(1, uid=OTHER)]
+    results = OutboxDelivery(tmp_path).send_many(invites)
+    assert isinstance(results[0], OSError) and isinstance(results[2], OSError)
+    assert results[1] == DeliveryReceipt(location=str(tmp_path / f"{UID}.ics"))
+    assert sorted(outbox_files(tmp_path)) == [f"{UID}.eml", f"{UID}.ics"]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_send_many_reports_a_failed_directory_fsync_for_every_invite(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_fsync = os.fsync
+
+    def failing_directory_fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_directory_fsync)
+    results = OutboxDelivery(tmp_path).send_many(
+        [port_invite(0), port_invite(0, uid="x/y"), port_invite(0, uid=OTHER)])
+    assert isinstance(results[0], OSError) and "Input/output" in str(results[0])
+    assert isinstance(results[1], UnsafeUid)
+    assert results[2] is results[0]
