@@ -1,17 +1,19 @@
-"""The Faust app: one agent per stage, each a thin loop that hands records to its stage.
+"""The Faust app: one agent per stage, each a thin loop that hands batches of records to its stage.
 
-Faust acks a record when the agent's loop moves on, and commits acked offsets after flushing
-the producer; since a stage commits its database work before returning and the loop awaits
-every send, an offset is committed only after the database work and the emits (DESIGN §9).
-An agent that raises would still ack its record, so failures are caught here, per record:
-retried with backoff when they may pass, dead-lettered with the reason when they cannot.
+An agent takes what has arrived (up to ``BatchSettings.max_records``, waiting at most
+``window_seconds`` for more) with ``stream.take_events``, which acks the batch's records only
+when the loop body is done with them. Faust commits acked offsets after flushing the producer;
+since a stage commits its database work before returning and the loop awaits every send, an
+offset is committed only after the database work and the emits (DESIGN §9). An agent that
+raises would still ack its records, so failures are caught here, per record: retried with
+backoff when they may pass, dead-lettered with the reason when they cannot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +23,7 @@ import faust
 import structlog
 
 from consumers.envelope import Emit, Origin, Unprocessable, deadletter, request_id_of
+from consumers.stages import Outcome, Record
 from scheduler.request_store import RequestState, RequestStore, UnknownRequest
 from services.kafka_config import KafkaSettings, faust_app_kwargs
 from services.topics import TopicNames
@@ -35,6 +38,20 @@ RETRY_BACKOFF_SECONDS = 0.5
 class Stage(Protocol):
     def handle(self, value: bytes, origin: Origin) -> list[Emit]: ...
 
+    def handle_batch(self, records: Sequence[Record]) -> list[Outcome]: ...
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How many records a stage takes at once, and how long it waits to fill a batch.
+
+    The wait is added to a record's latency only when records arrive slower than a batch
+    fills; under load batches fill at once.
+    """
+
+    max_records: int = 500
+    window_seconds: float = 0.01
+
 
 @dataclass(frozen=True)
 class Stages:
@@ -46,7 +63,7 @@ class Stages:
 
 def create_app(stages: Stages, store: RequestStore, clock: Callable[[], datetime],
                kafka: KafkaSettings, topics: TopicNames, *, partitions: int,
-               datadir: Path) -> faust.App:
+               datadir: Path, batches: BatchSettings = BatchSettings()) -> faust.App:
     """The pipeline's Faust app; nothing connects until a worker starts it."""
     app = faust.App(f"{topics.prefix}-pipeline",
                     **faust_app_kwargs(kafka, partitions=partitions, datadir=datadir))
@@ -64,23 +81,23 @@ def create_app(stages: Stages, store: RequestStore, clock: Callable[[], datetime
 
     @app.agent(app.topic(topics.requests_submitted, **raw), name="intake")
     async def intake(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await runner.process(stages.submission, event)
+        async for events in stream.take_events(batches.max_records, batches.window_seconds):
+            await runner.process(stages.submission, events)
 
     @app.agent(out["requests_routed"], name="booker")
     async def booker(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await runner.process(stages.booking, event)
+        async for events in stream.take_events(batches.max_records, batches.window_seconds):
+            await runner.process(stages.booking, events)
 
     @app.agent(out["meetings_booked"], name="notifier")
     async def notifier(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await runner.process(stages.invitation, event)
+        async for events in stream.take_events(batches.max_records, batches.window_seconds):
+            await runner.process(stages.invitation, events)
 
     @app.agent(app.topic(topics.requests_commands, **raw), name="commands")
     async def commands(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await runner.process(stages.commands, event)
+        async for events in stream.take_events(batches.max_records, batches.window_seconds):
+            await runner.process(stages.commands, events)
 
     return app
 
@@ -91,18 +108,34 @@ class _Runner:
     store: RequestStore
     clock: Callable[[], datetime]
 
-    async def process(self, stage: Stage, event: faust.EventT) -> None:
-        message = event.message
-        origin = Origin(message.topic, message.partition, message.offset, message.key,
-                        _headers(event.headers))
-        value = message.value or b""
-        emits = await self._handle(stage, value, origin)
-        for emit in emits:
-            await self.out[emit.topic].send(key=emit.key, value=emit.value,
-                                            headers=dict(emit.headers))
+    async def process(self, stage: Stage, events: Sequence[faust.EventT]) -> None:
+        """One batch: the stage's outcomes, failed records retried or dead-lettered, then every
+        emit sent in record order."""
+        records: list[Record] = [(event.message.value or b"", _origin(event)) for event in events]
+        outcomes = await asyncio.to_thread(stage.handle_batch, records)
+        for (value, origin), outcome in zip(records, outcomes, strict=True):
+            emits = outcome if not isinstance(outcome, Exception) else \
+                await self._after_failure(stage, value, origin, outcome)
+            for emit in emits:
+                await self.out[emit.topic].send(key=emit.key, value=emit.value,
+                                                headers=dict(emit.headers))
 
-    async def _handle(self, stage: Stage, value: bytes, origin: Origin) -> list[Emit]:
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+    async def _after_failure(self, stage: Stage, value: bytes, origin: Origin,
+                             error: Exception) -> list[Emit]:
+        """A record that failed in its batch (its first attempt): dead-letter it, or retry it
+        on its own."""
+        if isinstance(error, Unprocessable):
+            return await self._deadletter(value, origin, error, 1)
+        log.warning("stage_failed", topic=origin.topic, offset=origin.offset, attempt=1,
+                    error=type(error).__name__)
+        if MAX_ATTEMPTS == 1 or getattr(error, "transient", True) is False:
+            return await self._deadletter(value, origin, error, 1)
+        await asyncio.sleep(RETRY_BACKOFF_SECONDS)
+        return await self._handle(stage, value, origin, first_attempt=2)
+
+    async def _handle(self, stage: Stage, value: bytes, origin: Origin, *,
+                      first_attempt: int = 1) -> list[Emit]:
+        for attempt in range(first_attempt, MAX_ATTEMPTS + 1):
             try:
                 return await asyncio.to_thread(stage.handle, value, origin)
             except Unprocessable as exc:
@@ -139,6 +172,12 @@ class _Runner:
             with contextlib.suppress(UnknownRequest):
                 self.store.advance(request_id, RequestState.DEADLETTERED, now,
                                    {"error": type(error).__name__, "topic": origin.topic})
+
+
+def _origin(event: faust.EventT) -> Origin:
+    message = event.message
+    return Origin(message.topic, message.partition, message.offset, message.key,
+                  _headers(event.headers))
 
 
 def _headers(raw: Any) -> dict[str, bytes]:

@@ -3,15 +3,22 @@
 Each stage commits its database work before returning, and its agent produces the emits after.
 A crash in between means redelivery, so every stage is idempotent: on a record it has seen, it
 re-emits its output only while the next stage has not finished (nothing lost, nothing doubled).
+
+Stages take records a fetched batch at a time (:meth:`handle_batch`): the usual case, a record
+seen for the first time, is done for the whole batch in one transaction; everything else (a
+redelivery, the same request twice in one batch, a batch whose transaction fails) goes through
+:meth:`handle`, one record and one transaction at a time, exactly as if it came alone. Each
+record gets its own outcome (what to emit, or the exception that stopped it), so one bad record
+never holds back the others.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from pydantic import ValidationError
@@ -19,15 +26,16 @@ from pydantic import ValidationError
 from consumers.envelope import MAX_RECORD_BYTES, Emit, Origin, Unprocessable, encode
 from consumers.routing import route
 from scheduler.booking import JoinUrl, book
-from scheduler.delivery import DeliveryFailed, Invite, InviteDelivery
+from scheduler.delivery import DeliveryFailed, DeliveryReceipt, Invite, InviteDelivery
 from scheduler.delivery_retry import send_with_retry
 from scheduler.directory_source import DirectoryFeed
-from scheduler.invite_log import InviteLog
+from scheduler.invite_log import InviteLog, InviteLogRow
 from scheduler.invites import build_imip_message, build_invite
 from scheduler.ledger import BookingLedger, MeetingLinks
 from scheduler.lifecycle import Lifecycle, apply_command
 from scheduler.request_store import (
     Acceptance,
+    Advance,
     RequestState,
     RequestStore,
     UnknownRequest,
@@ -48,6 +56,46 @@ from schemas.help_request import HelpRequest, parse_help_request
 Clock = Callable[[], datetime]
 log = structlog.get_logger("fasttrack.pipeline")
 
+#: A record as a stage gets it, and what became of it: the records to emit, or why not.
+Record = tuple[bytes, Origin]
+Outcome = list[Emit] | Exception
+
+
+class Batch:
+    """The outcomes of a batch of records, filled in as the stage gets to each."""
+
+    def __init__(self, records: Sequence[Record]) -> None:
+        self.records = records
+        self.outcomes: list[Outcome | None] = [None] * len(records)
+        self.one_by_one: list[int] = []
+
+    def settle(self, index: int, outcome: Outcome) -> None:
+        self.outcomes[index] = outcome
+
+    def finish(self, handle: Callable[[bytes, Origin], list[Emit]]) -> list[Outcome]:
+        """Run the records set aside (and any left unsettled) through ``handle``, in order."""
+        pending = sorted({*self.one_by_one,
+                          *(i for i, o in enumerate(self.outcomes) if o is None)})
+        for index in pending:
+            value, origin = self.records[index]
+            try:
+                self.outcomes[index] = handle(value, origin)
+            except Exception as exc:  # the runner retries or dead-letters it
+                self.outcomes[index] = exc
+        return [o if o is not None else [] for o in self.outcomes]
+
+
+def first_of_each(items: Iterable[tuple[int, str]], batch: Batch) -> dict[str, int]:
+    """Index of each request id's first record; later records of the same id go one by one
+    (after the batch commits, so they see what the first one did)."""
+    first: dict[str, int] = {}
+    for index, request_id in items:
+        if request_id in first:
+            batch.one_by_one.append(index)
+        else:
+            first[request_id] = index
+    return first
+
 
 @dataclass
 class Submission:
@@ -58,15 +106,7 @@ class Submission:
     clock: Clock
 
     def handle(self, value: bytes, origin: Origin) -> list[Emit]:
-        if len(value) > MAX_RECORD_BYTES:
-            raise Unprocessable(f"record of {len(value)} bytes is over {MAX_RECORD_BYTES}",
-                                marks_request=False)
-        try:
-            body = json.loads(value)
-            request = parse_help_request(body)
-        except (ValueError, InvalidMessage) as exc:
-            raise Unprocessable(f"not a valid HelpRequest v1: {exc}",
-                                marks_request=False) from exc
+        body, request = _parse_submission(value)
         now = self.clock()
         outcome = self.store.accept(request, canonical_body_hash(body), now, body)
         if outcome.kind is Acceptance.CONFLICT:
@@ -75,12 +115,48 @@ class Submission:
                                 marks_request=False)
         if outcome.kind is Acceptance.DUPLICATE and outcome.status is not RequestState.ACCEPTED:
             return self._resend(request) if outcome.status is RequestState.ROUTED else []
+        change, emit = self._route(request, now)
+        self.store.advance(change.request_id, change.status, now, change.detail,
+                           change.center_id)
+        return [emit]
+
+    def handle_batch(self, records: Sequence[Record]) -> list[Outcome]:
+        """New requests: accept and route the whole batch in one transaction."""
+        batch = Batch(records)
+        parsed: dict[int, tuple[dict[str, Any], HelpRequest]] = {}
+        for index, (value, _) in enumerate(records):
+            try:
+                parsed[index] = _parse_submission(value)
+            except Unprocessable as exc:
+                batch.settle(index, exc)
+        first = first_of_each(((i, r.request_id) for i, (_, r) in parsed.items()), batch)
+        now = self.clock()
+        try:
+            with self.store.transaction() as conn:
+                stored = self.store.stored(conn, first)
+                new = [i for rid, i in first.items() if rid not in stored]
+                self.store.insert_accepted(conn, [
+                    (parsed[i][1], canonical_body_hash(parsed[i][0]), parsed[i][0])
+                    for i in new], now)
+                routed = {i: self._route(parsed[i][1], now) for i in new}
+                self.store.advance_many(conn, [change for change, _ in routed.values()])
+        except Exception as exc:
+            log.warning("batch_one_by_one", stage="intake", records=len(records),
+                        error=type(exc).__name__)
+            batch.one_by_one.extend(first.values())
+        else:
+            batch.one_by_one.extend(i for rid, i in first.items() if rid in stored)
+            for index, (_, emit) in routed.items():
+                batch.settle(index, [emit])
+        return batch.finish(self.handle)
+
+    def _route(self, request: HelpRequest, now: datetime) -> tuple[Advance, Emit]:
         decision = route(request, self.directory(), now)
         if decision.center_id is None:
-            return escalate(self.store, request, "routing", decision.reasons, now, decision)
-        self.store.advance(request.request_id, RequestState.ROUTED, now,
-                           {"decision": decision.to_json_dict()}, decision.center_id)
-        return [_routed(request, decision)]
+            return escalation(request, "routing", decision.reasons, now, decision)
+        return (Advance(request.request_id, RequestState.ROUTED, now,
+                        {"decision": decision.to_json_dict()}, decision.center_id),
+                _routed(request, decision))
 
     def _resend(self, request: HelpRequest) -> list[Emit]:
         status = self.store.status(request.request_id)
@@ -103,23 +179,71 @@ class Booking:
 
     def handle(self, value: bytes, origin: Origin) -> list[Emit]:
         routed = _decode(RequestRouted, value)
-        request, decision = routed.request, routed.decision
-        status = self.store.status(request.request_id)
+        status = self.store.status(routed.request.request_id)
         if status is None or status.status not in (RequestState.ROUTED, RequestState.BOOKED):
             return []  # unknown here, finished, cancelled or escalated: nothing to do
         now = self.clock()
-        outcome = book(decision, self.directory(), self.ledger,
-                       join_url=self.join_url)
+        change, emit = self._book(routed, self.ledger, now)
+        self.store.advance(change.request_id, change.status, now, change.detail,
+                           change.center_id)
+        return [emit]
+
+    def handle_batch(self, records: Sequence[Record]) -> list[Outcome]:
+        """Routed requests: book the batch in one transaction, reading each specialist's
+        schedule once. A ledger that cannot join a transaction (one that also asks the
+        specialists' calendars, over the network) books one record at a time."""
+        batch = Batch(records)
+        within = getattr(self.ledger, "within", None)
+        if within is None:
+            batch.one_by_one.extend(range(len(records)))
+            return batch.finish(self.handle)
+        decoded: dict[int, RequestRouted] = {}
+        for index, (value, _) in enumerate(records):
+            try:
+                decoded[index] = _decode(RequestRouted, value)
+            except Unprocessable as exc:
+                batch.settle(index, exc)
+        first = first_of_each(((i, r.request.request_id) for i, r in decoded.items()), batch)
+        now = self.clock()
+        try:
+            with self.store.transaction() as conn:
+                statuses = self.store.statuses(conn, first, lock=True)
+                ledger = within(conn)
+                booked: dict[int, tuple[Advance, Emit]] = {}
+                for request_id, index in first.items():
+                    status = statuses.get(request_id)
+                    if status is RequestState.ROUTED:
+                        booked[index] = self._book(decoded[index], ledger, now)
+                    elif status is RequestState.BOOKED:
+                        batch.one_by_one.append(index)  # a redelivery: re-emit if needed
+                self.store.advance_many(conn, [change for change, _ in booked.values()])
+        except Exception as exc:
+            log.warning("batch_one_by_one", stage="booker", records=len(records),
+                        error=type(exc).__name__)
+            batch.one_by_one.extend(first.values())
+        else:
+            for index in first.values():
+                outcome = booked.get(index)
+                if outcome is not None:
+                    batch.settle(index, [outcome[1]])
+                elif index not in batch.one_by_one:
+                    batch.settle(index, [])  # finished, cancelled or escalated already
+        return batch.finish(self.handle)
+
+    def _book(self, routed: RequestRouted, ledger: BookingLedger,
+              now: datetime) -> tuple[Advance, Emit]:
+        request, decision = routed.request, routed.decision
+        outcome = book(decision, self.directory(), ledger, join_url=self.join_url)
         if outcome.meeting is None:
-            return escalate(self.store, request, "booking", outcome.reasons, now, decision)
+            return escalation(request, "booking", outcome.reasons, now, decision)
         meeting = outcome.meeting
-        self.store.advance(request.request_id, RequestState.BOOKED, now,
-                           {"meeting": meeting.to_json_dict(), "reasons": outcome.reasons},
-                           meeting.center_id)
         booked = MeetingBooked(request=request, meeting=meeting, reasons=outcome.reasons,
                                booked_at=now)
-        return [Emit("meetings_booked", request.request_id.encode(),
-                     encode(booked.to_json_dict()))]
+        return (Advance(request.request_id, RequestState.BOOKED, now,
+                        {"meeting": meeting.to_json_dict(), "reasons": outcome.reasons},
+                        meeting.center_id),
+                Emit("meetings_booked", request.request_id.encode(),
+                     encode(booked.to_json_dict())))
 
 
 @dataclass
@@ -135,37 +259,129 @@ class Invitation:
 
     def handle(self, value: bytes, origin: Origin) -> list[Emit]:
         booked = _decode(MeetingBooked, value)
-        request, meeting = booked.request, booked.meeting
-        status = self.store.status(request.request_id)
+        status = self.store.status(booked.request.request_id)
         if status is None or status.status is not RequestState.BOOKED:
             return []  # already invited, or cancelled/escalated since
         now = self.clock()
+        invite, backend = self._render(booked, now)
+        receipt = self._send(invite, backend, now)
+        row, change, emit = self._delivered(invite, backend, receipt, now)
+        self.log.record(*row)
+        self.store.advance(change.request_id, change.status, now, change.detail)
+        return [emit]
+
+    def handle_batch(self, records: Sequence[Record]) -> list[Outcome]:
+        """Booked meetings: render each invite, hand a backend that can take several at once
+        (the outbox: one lock, one directory fsync) the lot, then record the batch in one
+        transaction. An invite whose delivery failed is retried on its own, with backoff."""
+        batch = Batch(records)
+        decoded: dict[int, MeetingBooked] = {}
+        for index, (value, _) in enumerate(records):
+            try:
+                decoded[index] = _decode(MeetingBooked, value)
+            except Unprocessable as exc:
+                batch.settle(index, exc)
+        first = first_of_each(((i, b.request.request_id) for i, b in decoded.items()), batch)
+        try:
+            with self.store.reading() as conn:
+                statuses = self.store.statuses(conn, first)
+        except Exception as exc:
+            log.warning("batch_one_by_one", stage="notifier", records=len(records),
+                        error=type(exc).__name__)
+            batch.one_by_one.extend(first.values())
+            return batch.finish(self.handle)
+        now = self.clock()
+        prepared: dict[int, tuple[Invite, InviteDelivery]] = {}
+        for request_id, index in first.items():
+            if statuses.get(request_id) is not RequestState.BOOKED:
+                batch.settle(index, [])  # already invited, or cancelled/escalated since
+                continue
+            try:
+                prepared[index] = self._render(decoded[index], now)
+            except Exception:
+                batch.one_by_one.append(index)  # fails again there, and is reported
+        receipts = self._send_batch(prepared, batch, now)
+        done = {i: self._delivered(*prepared[i], receipt, now) for i, receipt in receipts.items()}
+        try:
+            with self.store.transaction() as conn:
+                self.log.record_many(conn, [row for row, _, _ in done.values()])
+                self.store.advance_many(conn, [change for _, change, _ in done.values()])
+        except Exception as exc:
+            log.warning("batch_record_one_by_one", stage="notifier", records=len(done),
+                        error=type(exc).__name__)
+            for index, (row, change, emit) in done.items():
+                try:
+                    self.log.record(*row)
+                    self.store.advance(change.request_id, change.status, now, change.detail)
+                except Exception as failure:
+                    batch.settle(index, failure)
+                else:
+                    batch.settle(index, [emit])
+        else:
+            for index, (_, _, emit) in done.items():
+                batch.settle(index, [emit])
+        return batch.finish(self.handle)
+
+    def _render(self, booked: MeetingBooked, now: datetime) -> tuple[Invite, InviteDelivery]:
+        request, meeting = booked.request, booked.meeting
         center = self.directory().center(meeting.center_id)
         backend = self.deliveries(center.id)
         sequence = meeting.revision - 1
         ics = build_invite(meeting, request, center, sequence=sequence, method="REQUEST", now=now)
         message = build_imip_message(ics, meeting, request, center, method="REQUEST", now=now)
+        return Invite(meeting, request, center, sequence, "REQUEST", ics, message), backend
+
+    def _send(self, invite: Invite, backend: InviteDelivery, now: datetime) -> DeliveryReceipt:
         try:
-            receipt = send_with_retry(backend, Invite(meeting, request, center, sequence,
-                                                      "REQUEST", ics, message))
+            return send_with_retry(backend, invite)
         except DeliveryFailed as exc:
-            self.log.record(meeting.uid, request.request_id, sequence, "REQUEST", backend.name,
-                            "failed", now, detail=str(exc)[:500])
+            self.log.record(invite.meeting.uid, invite.request.request_id, invite.sequence,
+                            "REQUEST", backend.name, "failed", now, detail=str(exc)[:500])
             raise  # the runner retries the record, then dead-letters it
-        location = receipt.location
+
+    def _send_batch(self, prepared: dict[int, tuple[Invite, InviteDelivery]], batch: Batch,
+                    now: datetime) -> dict[int, DeliveryReceipt]:
+        """Deliver the prepared invites; a failed one is settled with its error, or set aside
+        to be retried one by one when it came from a batch send (which does not retry)."""
+        by_backend: dict[int, list[int]] = {}
+        for index, (_, backend) in prepared.items():
+            by_backend.setdefault(id(backend), []).append(index)
+        receipts: dict[int, DeliveryReceipt] = {}
+        for indexes in by_backend.values():
+            backend = prepared[indexes[0]][1]
+            send_many = getattr(backend, "send_many", None)
+            if send_many is not None:
+                results = send_many([prepared[i][0] for i in indexes])
+                for index, result in zip(indexes, results, strict=True):
+                    if isinstance(result, Exception):
+                        batch.one_by_one.append(index)
+                    else:
+                        receipts[index] = result
+                continue
+            for index in indexes:
+                try:
+                    receipts[index] = self._send(prepared[index][0], backend, now)
+                except Exception as exc:
+                    batch.settle(index, exc)
+        return receipts
+
+    def _delivered(self, invite: Invite, backend: InviteDelivery, receipt: DeliveryReceipt,
+                   now: datetime) -> tuple[InviteLogRow, Advance, Emit]:
+        """What to record and emit for a delivered invite (and its Teams link, if one came)."""
+        meeting, request_id, sequence = invite.meeting, invite.request.request_id, invite.sequence
         if receipt.join_url and receipt.join_url != meeting.join_url:
-            self.links.set_join_url(request.request_id, receipt.join_url)
-        self.log.record(meeting.uid, request.request_id, sequence, "REQUEST", backend.name,
-                        "delivered", now)
-        self.store.advance(request.request_id, RequestState.INVITED, now,
-                           {"uid": meeting.uid, "sequence": sequence, "backend": backend.name})
+            self.links.set_join_url(request_id, receipt.join_url)
+        row: InviteLogRow = (meeting.uid, request_id, sequence, "REQUEST", backend.name,
+                             "delivered", now)
+        change = Advance(request_id, RequestState.INVITED, now,
+                         {"uid": meeting.uid, "sequence": sequence, "backend": backend.name})
         delivered = InviteDelivered(
-            request_id=request.request_id, backend=backend.name, uid=meeting.uid,
-            sequence=sequence, method="REQUEST", status="delivered", location=location,
-            delivered_at=now,
+            request_id=request_id, backend=backend.name, uid=meeting.uid,
+            sequence=sequence, method="REQUEST", status="delivered",
+            location=receipt.location, delivered_at=now,
         )
-        return [Emit("invites_delivered", request.request_id.encode(),
-                     encode(delivered.to_json_dict()))]
+        return row, change, Emit("invites_delivered", request_id.encode(),
+                                 encode(delivered.to_json_dict()))
 
 
 @dataclass
@@ -189,18 +405,43 @@ class Commands:
                  result=str(outcome.result))
         return []
 
+    def handle_batch(self, records: Sequence[Record]) -> list[Outcome]:
+        """Commands are rare and each is its own transaction: one at a time."""
+        batch = Batch(records)
+        batch.one_by_one.extend(range(len(records)))
+        return batch.finish(self.handle)
+
 
 def escalate(store: RequestStore, request: HelpRequest, stage: str, reasons: list[Reason],
              now: datetime, decision: RoutingDecision | None = None) -> list[Emit]:
     """Record and announce that a request cannot go on without people."""
+    change, emit = escalation(request, stage, reasons, now, decision)
+    store.advance(change.request_id, change.status, now, change.detail)
+    return [emit]
+
+
+def escalation(request: HelpRequest, stage: str, reasons: list[Reason], now: datetime,
+               decision: RoutingDecision | None = None) -> tuple[Advance, Emit]:
+    """What to record and announce when a request cannot go on without people."""
     detail = ", ".join(reasons) or "unknown"
-    store.advance(request.request_id, RequestState.ESCALATED, now,
-                  {"stage": stage, "reasons": list(reasons)})
     event = RequestEscalated(request_id=request.request_id, stage=stage,  # type: ignore[arg-type]
                              reasons=reasons, detail=detail, request=request,
                              decision=decision, escalated_at=now)
-    return [Emit("requests_escalated", request.request_id.encode(),
-                 encode(event.to_json_dict()))]
+    return (Advance(request.request_id, RequestState.ESCALATED, now,
+                    {"stage": stage, "reasons": list(reasons)}),
+            Emit("requests_escalated", request.request_id.encode(),
+                 encode(event.to_json_dict())))
+
+
+def _parse_submission(value: bytes) -> tuple[dict[str, Any], HelpRequest]:
+    if len(value) > MAX_RECORD_BYTES:
+        raise Unprocessable(f"record of {len(value)} bytes is over {MAX_RECORD_BYTES}",
+                            marks_request=False)
+    try:
+        body = json.loads(value)
+        return body, parse_help_request(body)
+    except (ValueError, InvalidMessage) as exc:
+        raise Unprocessable(f"not a valid HelpRequest v1: {exc}", marks_request=False) from exc
 
 
 def _routed(request: HelpRequest, decision: RoutingDecision) -> Emit:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from scheduler.db import invite_deliveries
+
+#: The arguments of :meth:`InviteLog.record` without ``detail``:
+#: (uid, request_id, sequence, method, backend, status, now).
+InviteLogRow = tuple[str, str, int, str, str, str, datetime]
 
 
 class InviteLog:
@@ -31,6 +36,35 @@ class InviteLog:
                 conn.execute(update(invite_deliveries).where(*key).values(
                     status=status, detail=detail, at=now,
                     attempts=invite_deliveries.c.attempts + 1))
+
+    def record_many(self, conn: Connection, rows: Sequence[InviteLogRow]) -> None:
+        """:meth:`record` for each row, in the caller's transaction: new messages inserted in
+        one statement, repeats counted in another."""
+        if not rows:
+            return
+        table = invite_deliveries.c
+        held = {(r.uid, r.sequence, r.method) for r in conn.execute(
+            select(table.uid, table.sequence, table.method)
+            .where(table.uid.in_(list({row[0] for row in rows}))))}
+        fresh: list[dict[str, object]] = []
+        again: list[dict[str, object]] = []
+        for uid, request_id, sequence, method, backend, status, now in rows:
+            if (uid, sequence, method) in held:
+                again.append({"k_uid": uid, "k_sequence": sequence, "k_method": method,
+                              "v_status": status, "v_at": now})
+                continue
+            held.add((uid, sequence, method))
+            fresh.append({"uid": uid, "request_id": request_id, "sequence": sequence,
+                          "method": method, "backend": backend, "status": status,
+                          "detail": None, "attempts": 1, "at": now})
+        if fresh:
+            conn.execute(insert(invite_deliveries), fresh)
+        if again:
+            conn.execute(update(invite_deliveries).where(
+                table.uid == bindparam("k_uid"), table.sequence == bindparam("k_sequence"),
+                table.method == bindparam("k_method"),
+            ).values(status=bindparam("v_status"), detail=None, at=bindparam("v_at"),
+                     attempts=table.attempts + 1), again)
 
     def delivered(self, request_id: str) -> list[tuple[str, int, str, str]]:
         """(uid, sequence, method, status) of the request's messages, in sending order."""

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, and_, insert, select, text, update
+from sqlalchemy import Connection, Engine, and_, bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from scheduler.db import deadletters, meetings, read_connection, request_events, requests
@@ -147,6 +148,17 @@ class PendingRequest:
     updated_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Advance:
+    """One status change for :meth:`RequestStore.advance_many` (the arguments of ``advance``)."""
+
+    request_id: str
+    status: RequestState
+    now: datetime
+    detail: Mapping[str, Any] | None = None
+    center_id: str | None = None
+
+
 def canonical_json(data: Any) -> str:
     """One text per JSON value: sorted keys, no spaces, UTF-8 kept as is."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -178,19 +190,7 @@ class RequestStore:
         """
         try:
             with self._engine.begin() as conn:
-                conn.execute(insert(requests).values(
-                    request_id=request.request_id, body_hash=body_hash,
-                    body=canonical_json(dict(body) if body is not None
-                                        else request.to_json_dict()),
-                    status=RequestState.ACCEPTED.value,
-                    center_id=None, source=request.source.value,
-                    partner_id=request.partner.id if request.partner else None,
-                    tenant_id=request.tenant.id, submitted_at=request.submitted_at,
-                    accepted_at=now, updated_at=now,
-                ))
-                conn.execute(insert(request_events).values(
-                    _event(request.request_id, RequestState.ACCEPTED, now, None)
-                ))
+                self.insert_accepted(conn, [(request, body_hash, body)], now)
         except IntegrityError:
             with read_connection(self._engine) as conn:
                 row = conn.execute(
@@ -211,34 +211,112 @@ class RequestStore:
         The same status with the same detail is recorded once. Returns the status after the
         call, so a caller can see that the request was, say, cancelled in the meantime.
         """
-        new = RequestState(status)
-        event = _event(request_id, new, now, detail)
         with self._engine.begin() as conn:
-            # FOR UPDATE serializes advances of one request on PostgreSQL; SQLite already has
-            # the write lock (BEGIN IMMEDIATE).
-            current_text = conn.execute(
-                select(requests.c.status).where(requests.c.request_id == request_id)
-                .with_for_update()
-            ).scalar_one_or_none()
-            if current_text is None:
-                raise UnknownRequest(request_id)
-            current = RequestState(current_text)
-            seen = conn.execute(select(request_events.c.id).where(
-                request_events.c.request_id == request_id,
-                request_events.c.fingerprint == event["fingerprint"],
-            )).first()
-            if seen is not None:
-                return current
-            conn.execute(insert(request_events).values(event))
-            if not _supersedes(new, current):
-                return current
-            values: dict[str, Any] = {"status": new.value, "updated_at": now}
-            if center_id is not None:
-                values["center_id"] = center_id
+            after = self.advance_many(
+                conn, [Advance(request_id, RequestState(status), now, detail, center_id)])
+        if request_id not in after:
+            raise UnknownRequest(request_id)
+        return after[request_id]
+
+    # Batches: the same operations on a caller's transaction, a few statements per batch
+    # instead of a transaction per request. A stage opens one with :meth:`transaction`.
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite) for the ``conn`` methods below."""
+        with self._engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only connection (on SQLite it does not queue for the write lock)."""
+        with read_connection(self._engine) as conn:
+            yield conn
+
+    def stored(self, conn: Connection,
+               request_ids: Collection[str]) -> dict[str, tuple[str, RequestState]]:
+        """(body hash, status) of the requests among ``request_ids`` that are stored."""
+        if not request_ids:
+            return {}
+        query = (select(requests.c.request_id, requests.c.body_hash, requests.c.status)
+                 .where(requests.c.request_id.in_(list(request_ids))))
+        return {r.request_id: (r.body_hash, RequestState(r.status)) for r in conn.execute(query)}
+
+    def insert_accepted(self, conn: Connection,
+                        items: Sequence[tuple[HelpRequest, str, Mapping[str, Any] | None]],
+                        now: datetime) -> None:
+        """Store new requests as ``accepted``: (request, body hash, body as received) each.
+
+        Raises IntegrityError if one is stored already; :meth:`accept` is the checked way.
+        """
+        if not items:
+            return
+        conn.execute(insert(requests), [{
+            "request_id": request.request_id, "body_hash": body_hash,
+            "body": canonical_json(dict(body) if body is not None else request.to_json_dict()),
+            "status": RequestState.ACCEPTED.value, "center_id": None,
+            "source": request.source.value,
+            "partner_id": request.partner.id if request.partner else None,
+            "tenant_id": request.tenant.id, "submitted_at": request.submitted_at,
+            "accepted_at": now, "updated_at": now,
+        } for request, body_hash, body in items])
+        conn.execute(insert(request_events), [
+            _event(request.request_id, RequestState.ACCEPTED, now, None)
+            for request, _, _ in items])
+
+    def statuses(self, conn: Connection, request_ids: Collection[str], *,
+                 lock: bool = False) -> dict[str, RequestState]:
+        """The status of each stored request among ``request_ids``; ``lock``: FOR UPDATE."""
+        if not request_ids:
+            return {}
+        query = (select(requests.c.request_id, requests.c.status)
+                 .where(requests.c.request_id.in_(list(request_ids))))
+        if lock:
+            query = query.with_for_update()
+        return {r.request_id: RequestState(r.status) for r in conn.execute(query)}
+
+    def advance_many(self, conn: Connection,
+                     changes: Sequence[Advance]) -> dict[str, RequestState]:
+        """:meth:`advance` for each change, in order, in the caller's transaction.
+
+        Returns each known request's status after its changes; unknown requests are left out.
+        """
+        if not changes:
+            return {}
+        # FOR UPDATE serializes advances of one request on PostgreSQL; SQLite already has
+        # the write lock (BEGIN IMMEDIATE).
+        current = self.statuses(conn, {c.request_id for c in changes}, lock=True)
+        events = [_event(c.request_id, c.status, c.now, c.detail) for c in changes]
+        seen = {(r.request_id, r.fingerprint) for r in conn.execute(
+            select(request_events.c.request_id, request_events.c.fingerprint)
+            .where(request_events.c.request_id.in_(list(current)),
+                   request_events.c.fingerprint.in_(list({e["fingerprint"] for e in events}))))}
+        new_events: list[dict[str, Any]] = []
+        moves: dict[str, dict[str, Any]] = {}
+        for change, event in zip(changes, events, strict=True):
+            status = current.get(change.request_id)
+            key = (change.request_id, event["fingerprint"])
+            if status is None or key in seen:
+                continue
+            seen.add(key)
+            new_events.append(event)
+            if not _supersedes(change.status, status):
+                continue
+            current[change.request_id] = change.status
+            move = moves.setdefault(change.request_id, {"rid": change.request_id})
+            move.update(v_status=change.status.value, v_updated_at=change.now)
+            if change.center_id is not None:
+                move["v_center_id"] = change.center_id
+        if new_events:
+            conn.execute(insert(request_events), new_events)
+        # One executemany per shape (with or without a new center); bind names must not be
+        # column names, hence the ``v_`` prefix.
+        for keys in {tuple(sorted(m)) for m in moves.values()}:
+            batch = [m for m in moves.values() if tuple(sorted(m)) == keys]
             conn.execute(
-                update(requests).where(requests.c.request_id == request_id).values(values)
-            )
-        return new
+                update(requests).where(requests.c.request_id == bindparam("rid"))
+                .values({k[2:]: bindparam(k) for k in keys if k != "rid"}), batch)
+        return current
 
     def reopen(self, request_id: str, now: datetime,
                detail: Mapping[str, Any] | None = None) -> RequestState | None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import random
 import time
+from bisect import insort
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Engine, Row, insert, select, update
+from sqlalchemy import Connection, Engine, Row, Select, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from scheduler.db import lock_specialist, meetings, read_connection
@@ -75,33 +76,19 @@ class SqlBookingLedger:
 
     def meeting_for(self, request_id: str) -> Meeting | None:
         """The active meeting of a request, if any."""
-        query = select(meetings).where(
-            meetings.c.request_id == request_id, meetings.c.status == "active"
-        )
         with read_connection(self._engine) as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(_active_meeting(request_id)).first()
         return None if row is None else _meeting(row)
 
     def schedules(self, specialist_ids: Iterable[str], start: datetime,
                   end: datetime) -> dict[str, list[Span]]:
         """Each specialist's busy spans that overlap [start, end), sorted by start; one query."""
-        result: dict[str, list[Span]] = {sid: [] for sid in specialist_ids}
-        if not result:
-            return result
-        query = (
-            select(meetings.c.specialist_id, meetings.c.start_utc, meetings.c.end_utc)
-            .where(
-                meetings.c.specialist_id.in_(list(result)),
-                meetings.c.status == "active",
-                meetings.c.start_utc < end,
-                meetings.c.end_utc > start,
-            )
-            .order_by(meetings.c.specialist_id, meetings.c.start_utc)
-        )
         with read_connection(self._engine) as conn:
-            for specialist_id, span_start, span_end in conn.execute(query):
-                result[specialist_id].append((span_start, span_end))
-        return result
+            return _read_schedules(conn, specialist_ids, start, end)
+
+    def within(self, conn: Connection) -> BatchLedger:
+        """This ledger inside the caller's write transaction, for a batch of bookings."""
+        return BatchLedger(conn, self._clock)
 
     def record(self, meeting: Meeting) -> Meeting:
         """Record a meeting; raise SpecialistBusy or RequestAlreadyBooked if it conflicts.
@@ -163,13 +150,122 @@ class SqlBookingLedger:
         return None if row is None else _meeting(row)
 
     def _insert(self, meeting: Meeting) -> None:
-        now = self._clock()
         with self._engine.begin() as conn:
-            lock_specialist(conn, meeting.specialist_id)
-            conn.execute(insert(meetings).values(
-                request_id=meeting.request_id, center_id=meeting.center_id,
-                specialist_id=meeting.specialist_id, language=meeting.language,
-                start_utc=meeting.start, end_utc=meeting.end, revision=meeting.revision,
-                uid=meeting.uid, join_url=meeting.join_url, status="active",
-                created_at=now, updated_at=now,
-            ))
+            _insert_meeting(conn, meeting, self._clock())
+
+
+class BatchLedger:
+    """The booking ledger on one open write transaction: a batch of bookings, one commit.
+
+    Reads see the batch's own inserts. Each specialist's schedule is read once per batch and
+    then kept in memory, with every meeting the batch records added to it; a conflict (another
+    worker took the slot, PostgreSQL) drops that specialist's copy, so the next read is fresh.
+    Each insert runs in a savepoint, so a refused one leaves the batch's transaction usable.
+    The caller commits or rolls back the transaction; nothing here does.
+    """
+
+    def __init__(self, conn: Connection, clock: Callable[[], datetime] = _utc_now) -> None:
+        self._conn = conn
+        self._clock = clock
+        self._spans: dict[str, list[Span]] = {}
+        self._covered: dict[str, tuple[datetime, datetime]] = {}
+
+    def meeting_for(self, request_id: str) -> Meeting | None:
+        row = self._conn.execute(_active_meeting(request_id)).first()
+        return None if row is None else _meeting(row)
+
+    def schedules(self, specialist_ids: Iterable[str], start: datetime,
+                  end: datetime) -> dict[str, list[Span]]:
+        """Busy spans of each specialist; at least all that overlap [start, end), sorted."""
+        ids = list(specialist_ids)
+        missing = [sid for sid in ids if not self._covers(sid, start, end)]
+        if missing:
+            low = min([start, *(self._covered[s][0] for s in missing if s in self._covered)])
+            high = max([end, *(self._covered[s][1] for s in missing if s in self._covered)])
+            self._spans.update(_read_schedules(self._conn, missing, low, high))
+            self._covered.update((sid, (low, high)) for sid in missing)
+        return {sid: self._spans[sid] for sid in ids}
+
+    def record(self, meeting: Meeting) -> Meeting:
+        if meeting.end <= meeting.start:
+            raise ValueError(f"meeting for {meeting.request_id} ends before it starts")
+        try:
+            with self._conn.begin_nested():
+                _insert_meeting(self._conn, meeting, self._clock())
+        except IntegrityError as exc:
+            conflict = _conflict(exc)
+            if conflict is None:
+                raise
+            existing = self.meeting_for(meeting.request_id)
+            if existing is not None:
+                raise RequestAlreadyBooked(existing) from exc
+            if conflict == "specialist":
+                self._forget(meeting.specialist_id)
+                raise SpecialistBusy(meeting.specialist_id, meeting.start) from exc
+            raise
+        if meeting.specialist_id in self._spans:
+            insort(self._spans[meeting.specialist_id], (meeting.start, meeting.end))
+        return meeting
+
+    def release(self, request_id: str) -> Meeting | None:
+        row = self._conn.execute(
+            update(meetings)
+            .where(meetings.c.request_id == request_id, meetings.c.status == "active")
+            .values(status="cancelled", updated_at=self._clock())
+            .returning(*meetings.c)).first()
+        if row is None:
+            return None
+        self._forget(row.specialist_id)
+        return _meeting(row)
+
+    def set_join_url(self, request_id: str, join_url: str) -> Meeting | None:
+        row = self._conn.execute(
+            update(meetings)
+            .where(meetings.c.request_id == request_id, meetings.c.status == "active")
+            .values(join_url=join_url, updated_at=self._clock())
+            .returning(*meetings.c)).first()
+        return None if row is None else _meeting(row)
+
+    def _covers(self, specialist_id: str, start: datetime, end: datetime) -> bool:
+        covered = self._covered.get(specialist_id)
+        return covered is not None and covered[0] <= start and end <= covered[1]
+
+    def _forget(self, specialist_id: str) -> None:
+        self._spans.pop(specialist_id, None)
+        self._covered.pop(specialist_id, None)
+
+
+def _active_meeting(request_id: str) -> Select[Any]:
+    return select(meetings).where(meetings.c.request_id == request_id,
+                                  meetings.c.status == "active")
+
+
+def _read_schedules(conn: Connection, specialist_ids: Iterable[str], start: datetime,
+                    end: datetime) -> dict[str, list[Span]]:
+    result: dict[str, list[Span]] = {sid: [] for sid in specialist_ids}
+    if not result:
+        return result
+    query = (
+        select(meetings.c.specialist_id, meetings.c.start_utc, meetings.c.end_utc)
+        .where(
+            meetings.c.specialist_id.in_(list(result)),
+            meetings.c.status == "active",
+            meetings.c.start_utc < end,
+            meetings.c.end_utc > start,
+        )
+        .order_by(meetings.c.specialist_id, meetings.c.start_utc)
+    )
+    for specialist_id, span_start, span_end in conn.execute(query):
+        result[specialist_id].append((span_start, span_end))
+    return result
+
+
+def _insert_meeting(conn: Connection, meeting: Meeting, now: datetime) -> None:
+    lock_specialist(conn, meeting.specialist_id)
+    conn.execute(insert(meetings).values(
+        request_id=meeting.request_id, center_id=meeting.center_id,
+        specialist_id=meeting.specialist_id, language=meeting.language,
+        start_utc=meeting.start, end_utc=meeting.end, revision=meeting.revision,
+        uid=meeting.uid, join_url=meeting.join_url, status="active",
+        created_at=now, updated_at=now,
+    ))

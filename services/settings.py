@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=32)
     booking_sla_minutes: int = Field(default=15, ge=1, le=24 * 60)
     reminders: str = "24h=1440,1h=60"  # name=minutes before the meeting, comma-separated
+    # A stage takes up to this many records at once (one transaction for the lot) ...
+    batch_max_records: int = Field(default=500, ge=1, le=10_000)
+    # ... waiting at most this long for a batch to fill when records trickle in.
+    batch_window_ms: int = Field(default=10, ge=1, le=10_000)  # 0 would mean "until full"
 
     @property
     def embedded(self) -> bool:

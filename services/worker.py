@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import faust
 
-from consumers.app import create_app
+from consumers.app import BatchSettings, create_app
 from services.bootstrap import build_runtime
 from services.logs import configure_logging
 from services.settings import Settings
@@ -21,7 +21,9 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO") -> int:
     runtime = build_runtime(settings)
     app = create_app(runtime.stages(), runtime.store, runtime.clock, settings.kafka(),
                      settings.topics, partitions=settings.topic_partitions,
-                     datadir=settings.var_dir / "faust")
+                     datadir=settings.var_dir / "faust",
+                     batches=BatchSettings(settings.batch_max_records,
+                                           settings.batch_window_ms / 1000))
     publisher = KafkaRecordPublisher(settings.kafka(), settings.topics)
     timed = TimedWorkService(runtime.timed_work(publisher), runtime.engine)
     timed.start()

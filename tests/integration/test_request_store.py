@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -10,11 +11,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from scheduler.db import create_engine_for, requests
 from scheduler.request_store import (
     Acceptance,
+    Advance,
     RequestState,
     RequestStore,
     UnknownRequest,
@@ -288,3 +292,44 @@ def test_stored_body_reproduces_the_hash_when_defaults_were_sent(store: RequestS
     assert canonical_body_hash(stored) == canonical_body_hash(data)
     again = store.accept(parsed(stored), canonical_body_hash(stored), T0, stored)
     assert again.kind is Acceptance.DUPLICATE
+
+
+# --- batches -------------------------------------------------------------------------------
+
+_STATES = [RequestState.ROUTED, RequestState.BOOKED, RequestState.INVITED,
+           RequestState.ESCALATED, RequestState.CANCELLED]
+_change = st.tuples(st.integers(0, 3), st.sampled_from(_STATES), st.integers(0, 1),
+                    st.integers(1, 30), st.sampled_from([None, "taipei", "dublin"]))
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.lists(_change, max_size=12))
+def test_advance_many_is_advance_for_each_change_in_order(
+        changes: list[tuple[int, RequestState, int, int, str | None]],
+        new_database: Callable[[str], str]) -> None:
+    """Request 3 is never accepted; details repeat, so some changes are the same event twice."""
+    one, many = (create_engine_for(new_database("sqlite")) for _ in range(2))
+    try:
+        stores = RequestStore(one), RequestStore(many)
+        for store in stores:
+            for n in range(3):
+                data = body(f"req-{n}")
+                store.accept(parsed(data), canonical_body_hash(data), T0)
+        batch = [Advance(f"req-{n}", status, minutes(m), {"try": detail}, center)
+                 for n, status, detail, m, center in changes]
+        for change in batch:
+            with contextlib.suppress(UnknownRequest):
+                stores[0].advance(change.request_id, change.status, change.now,
+                                  change.detail, change.center_id)
+        with stores[1].transaction() as conn:
+            after = stores[1].advance_many(conn, batch)
+        for n in range(4):
+            first, second = (s.status(f"req-{n}") for s in stores)
+            assert first == second
+            if first is not None and any(c.request_id == f"req-{n}" for c in batch):
+                assert after[f"req-{n}"] is first.status
+        assert "req-3" not in after
+    finally:
+        one.dispose()
+        many.dispose()

@@ -18,7 +18,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from scheduler.db import (
@@ -73,16 +73,71 @@ def busy(ledger: BookingLedger, specialist_ids: list[str], start: datetime,
             for sid, spans in schedules.items()}
 
 
-@pytest.fixture(params=[pytest.param("memory", id="memory"), *DIALECTS])
+BATCH_DIALECTS = [pytest.param("sqlite-batch", id="sqlite-batch"),
+                  pytest.param("postgresql-batch", marks=pytest.mark.postgres,
+                               id="postgresql-batch")]
+
+
+@pytest.fixture(params=[pytest.param("memory", id="memory"), *DIALECTS, *BATCH_DIALECTS])
 def ledger(request: pytest.FixtureRequest,
            new_database: Callable[[str], str]) -> Iterator[BookingLedger]:
-    """Each ledger in turn, empty."""
+    """Each ledger in turn, empty; ``-batch``: the SQL ledger inside one open transaction, as
+    the booker uses it for a batch of records."""
     if request.param == "memory":
         yield InMemoryLedger()
         return
-    engine = create_engine_for(new_database(request.param))
-    yield SqlBookingLedger(engine)
+    dialect, _, batch = request.param.partition("-")
+    engine = create_engine_for(new_database(dialect))
+    if batch:
+        with engine.begin() as conn:
+            yield SqlBookingLedger(engine).within(conn)
+    else:
+        yield SqlBookingLedger(engine)
     engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", DIALECTS, indirect=True)
+def test_a_batch_reads_each_schedule_once_and_sees_its_own_meetings(engine: Engine) -> None:
+    selects: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM meetings" in statement:
+            selects.append(statement)
+
+    with engine.begin() as conn:
+        batch = SqlBookingLedger(engine).within(conn)
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            assert busy(batch, ["tpe-01", "tpe-02"], at("00:00"), at("23:00")) == \
+                {"tpe-01": [], "tpe-02": []}
+            batch.record(meeting("r1", at("09:00"), at("10:00")))
+            batch.record(meeting("r2", at("09:00"), at("10:00"), "tpe-02"))
+            reads_after_first = len(selects)
+            assert busy(batch, ["tpe-01", "tpe-02"], at("08:00"), at("12:00")) == {
+                "tpe-01": [(at("09:00"), at("10:00"))], "tpe-02": [(at("09:00"), at("10:00"))]}
+            assert len(selects) == reads_after_first  # served from the batch's own copy
+            busy(batch, ["tpe-01"], at("00:00"), DAY + timedelta(days=2))  # wider: read again
+            assert len(selects) == reads_after_first + 1
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+    assert busy(SqlBookingLedger(engine), ["tpe-01"], at("00:00"), at("23:00")) == \
+        {"tpe-01": [(at("09:00"), at("10:00"))]}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.postgres
+def test_a_batch_that_loses_a_slot_to_another_worker_reads_again(engine: Engine) -> None:
+    with engine.begin() as conn:
+        batch = SqlBookingLedger(engine).within(conn)
+        assert busy(batch, ["tpe-01"], at("00:00"), at("23:00")) == {"tpe-01": []}
+        SqlBookingLedger(engine).record(meeting("elsewhere", at("09:00"), at("10:00")))
+        with pytest.raises(SpecialistBusy):
+            batch.record(meeting("r1", at("09:30"), at("10:30")))
+        # the refused insert left the batch usable, and its copy of tpe-01 fresh
+        assert busy(batch, ["tpe-01"], at("00:00"), at("23:00")) == \
+            {"tpe-01": [(at("09:00"), at("10:00"))]}
+        batch.record(meeting("r1", at("10:00"), at("11:00")))
+    assert SqlBookingLedger(engine).meeting_for("r1") is not None
 
 
 # --- the protocol -------------------------------------------------------------------------
