@@ -112,7 +112,11 @@ class _Runner:
         """One batch: the stage's outcomes, failed records retried or dead-lettered, then every
         emit sent in record order."""
         records: list[Record] = [(event.message.value or b"", _origin(event)) for event in events]
-        outcomes = await asyncio.to_thread(stage.handle_batch, records)
+        try:
+            outcomes = await asyncio.to_thread(stage.handle_batch, records)
+        except Exception as exc:  # a batch's records are acked when this body ends: never lose them
+            log.warning("batch_failed", records=len(records), error=type(exc).__name__)
+            outcomes = [exc] * len(records)
         for (value, origin), outcome in zip(records, outcomes, strict=True):
             emits = outcome if not isinstance(outcome, Exception) else \
                 await self._after_failure(stage, value, origin, outcome)
