@@ -50,7 +50,7 @@ class BatchSettings:
     """
 
     max_records: int = 500
-    window_seconds: float = 0.01
+    window_seconds: float = 0.05
 
 
 @dataclass(frozen=True)
