@@ -74,8 +74,13 @@ RSS_EVERY_SECONDS = 10.0
 JSON_KEYS = ("baseline_per_s", "pipeline_per_s", "ratio", "p50_ms", "p95_ms", "p99_ms",
              "database", "requests")
 #: Sample demand per hour of ``submitted_at`` in the soak run: low enough that the ledger
-#: does not fill up (every request would escalate), so the worker does the same work throughout.
-SOAK_DEMAND_PER_HOUR = 4.0
+#: does not fill up (every request would escalate), so the worker does the same work throughout
+#: (about what the default directory can book: ~16 an hour around the clock).
+SOAK_DEMAND_PER_HOUR = 16.0
+#: The soak's rate, as a fraction of the flood's: one the pipeline sustains, so that the soak
+#: measures the workers' memory, not a backlog growing in their buffers (at the paced 50 %,
+#: measured: 12,000 requests waiting for the booker after 10 minutes).
+SOAK_FRACTION = 0.25
 #: Where each phase's requests start asking for meetings, from now. Phases that shared the
 #: calendar would not do the same work: the paced run would find the weeks the flood filled
 #: and escalate most of its requests after searching every center to the horizon (measured:
@@ -148,7 +153,8 @@ def run_bench(settings: Settings, *, requests: int = DEFAULT_REQUESTS,
               core_sizes: tuple[int, ...] = DEFAULT_SIZES) -> int:
     """Run the benchmark and print its report; 0 when it measured, 1 when it could not.
 
-    ``soak_seconds`` adds a paced run of that length sampling the workers' RSS every 10 s;
+    ``soak_seconds`` adds a run of that length at a quarter of the flood's rate, sampling the
+    workers' RSS every 10 s;
     ``profile`` records the first worker with py-spy during the flood (collapsed stacks).
     """
     directory = settings.load_directory()
@@ -551,7 +557,8 @@ def measure_pipeline(kafka: KafkaSettings, settings: Settings, directory: Center
                              {"flood": _outcomes(flood, flood_done),
                               "paced": _outcomes(paced, paced_done)}, cpu_ms, rss)
         if soak_seconds > 0:
-            result.rss_kib = _soak(pipeline, producer, topics, rate, soak_seconds)
+            result.rss_kib = _soak(pipeline, producer, topics, SOAK_FRACTION * max_rate,
+                                   soak_seconds)
         return result
     finally:
         producer.close()
@@ -638,8 +645,10 @@ def _soak(pipeline: _Pipeline, producer: KafkaProducer, topics: TopicNames, rate
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
+        say(f"soak: {count} requests at {rate:.1f}/s for {seconds:.0f} s")
         _submit(producer, topics.requests_submitted, mix, soak, rate=rate)
-        pipeline.wait_finished(soak, timeout=120.0)
+        done = pipeline.wait_finished(soak, timeout=120.0)
+        say(f"soak: {len(done)}/{count} finished within 120 s of the last submission")
     finally:
         stop.set()
         sampler.join()

@@ -106,7 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--core-only", action="store_true",
                        help="only the routing / slot-search micro-benchmark")
     bench.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
-                       help="add a paced run of SECONDS sampling worker RSS every 10 s")
+                       help="add a run of SECONDS at a quarter of the flood's rate, sampling "
+                            "worker RSS every 10 s")
     bench.add_argument("--profile", type=Path, metavar="PATH",
                        help="py-spy record worker 1 during the flood (collapsed stacks)")
 
