@@ -298,6 +298,9 @@ def test_poison_and_oversized_records_are_dead_lettered_and_the_stream_flows(
 
 
 def test_sigkilled_worker_loses_nothing_and_doubles_nothing(pipeline: Pipeline) -> None:
+    # Small batches, so the kill lands with most of the requests still in flight (a whole
+    # default batch of invites can be written at once) and in the middle of batches.
+    pipeline.extra_env["FASTTRACK_BATCH_MAX_RECORDS"] = "8"
     first = pipeline.spawn("first")
     pipeline.ready(first)
     requests = pipeline.requests(120, "kill")
