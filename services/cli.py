@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -234,9 +235,19 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.requests < 10 or args.workers < 1 or args.soak < 0:
         raise UsageError("--requests must be >= 10, --workers >= 1, --soak >= 0")
-    return run_bench(settings, requests=args.requests, database_url=args.database_url,
-                     json_output=args.json, core_only=args.core_only, workers=args.workers,
-                     soak_seconds=args.soak, profile=args.profile)
+    # SIGTERM would end the process without unwinding, leaving the embedded broker and the
+    # workers it started running; as an exception it stops them on the way out, as Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return run_bench(settings, requests=args.requests, database_url=args.database_url,
+                         json_output=args.json, core_only=args.core_only, workers=args.workers,
+                         soak_seconds=args.soak, profile=args.profile)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def cmd_sample_requests(args: argparse.Namespace, settings: Settings) -> int:

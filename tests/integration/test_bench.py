@@ -4,6 +4,11 @@ well-formed output. Performance itself is judged by the benchmark, never by a ti
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,3 +74,42 @@ def test_core_only_prints_the_micro_benchmark_as_json(
     assert code == 0
     assert [row["ledger_size"] for row in result["booking"]] == [1000, 2000]
     assert result["routing_median_us"] > 0
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1]
+                                           .split()[1]) == pid:
+                found.add(int(proc.name))
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return found
+
+
+def test_sigterm_stops_the_broker_and_workers_the_bench_started(tmp_path: Path) -> None:
+    env = {**os.environ, "FASTTRACK_VAR_DIR": str(tmp_path)}
+    env.pop("FASTTRACK_KAFKA_BOOTSTRAP", None)
+    bench_run = subprocess.Popen([sys.executable, "-m", "services.cli", "bench",
+                                  "--requests", "10", "--workers", "2"],
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 text=True)
+    assert bench_run.stderr is not None
+    try:
+        for line in bench_run.stderr:  # the broker is up, the workers are being started
+            if "pipeline: waiting for" in line:
+                break
+        else:
+            pytest.fail("the bench ended before starting its workers")
+        started = _children(bench_run.pid)
+        assert len(started) >= 3, started  # the broker and two workers at least
+        bench_run.send_signal(signal.SIGTERM)
+        assert bench_run.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if bench_run.poll() is None:
+            bench_run.kill()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in started):
+        time.sleep(0.2)
+    assert [p for p in started if Path(f"/proc/{p}").exists()] == []
