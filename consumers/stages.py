@@ -15,7 +15,7 @@ never holds back the others.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -56,6 +56,8 @@ from schemas.help_request import HelpRequest, parse_help_request
 Clock = Callable[[], datetime]
 log = structlog.get_logger("fasttrack.pipeline")
 
+_Parsed = TypeVar("_Parsed")
+
 #: A record as a stage gets it, and what became of it: the records to emit, or why not.
 Record = tuple[bytes, Origin]
 Outcome = list[Emit] | Exception
@@ -72,6 +74,25 @@ class Batch:
     def settle(self, index: int, outcome: Outcome) -> None:
         self.outcomes[index] = outcome
 
+    def decode(self, parse: Callable[[bytes], _Parsed], request_id: Callable[[_Parsed], str],
+               ) -> tuple[dict[int, _Parsed], dict[str, int]]:
+        """Each record parsed (an unprocessable one settled with its error), and the index of
+        each request id's first record. Later records of the same id go one by one, after the
+        batch commits, so they see what the first one did."""
+        decoded: dict[int, _Parsed] = {}
+        first: dict[str, int] = {}
+        for index, (value, _) in enumerate(self.records):
+            try:
+                decoded[index] = item = parse(value)
+            except Unprocessable as exc:
+                self.settle(index, exc)
+                continue
+            if request_id(item) in first:
+                self.one_by_one.append(index)
+            else:
+                first[request_id(item)] = index
+        return decoded, first
+
     def finish(self, handle: Callable[[bytes, Origin], list[Emit]]) -> list[Outcome]:
         """Run the records set aside (and any left unsettled) through ``handle``, in order."""
         pending = sorted({*self.one_by_one,
@@ -83,18 +104,6 @@ class Batch:
             except Exception as exc:  # the runner retries or dead-letters it
                 self.outcomes[index] = exc
         return [o if o is not None else [] for o in self.outcomes]
-
-
-def first_of_each(items: Iterable[tuple[int, str]], batch: Batch) -> dict[str, int]:
-    """Index of each request id's first record; later records of the same id go one by one
-    (after the batch commits, so they see what the first one did)."""
-    first: dict[str, int] = {}
-    for index, request_id in items:
-        if request_id in first:
-            batch.one_by_one.append(index)
-        else:
-            first[request_id] = index
-    return first
 
 
 @dataclass
@@ -123,13 +132,7 @@ class Submission:
     def handle_batch(self, records: Sequence[Record]) -> list[Outcome]:
         """New requests: accept and route the whole batch in one transaction."""
         batch = Batch(records)
-        parsed: dict[int, tuple[dict[str, Any], HelpRequest]] = {}
-        for index, (value, _) in enumerate(records):
-            try:
-                parsed[index] = _parse_submission(value)
-            except Unprocessable as exc:
-                batch.settle(index, exc)
-        first = first_of_each(((i, r.request_id) for i, (_, r) in parsed.items()), batch)
+        parsed, first = batch.decode(_parse_submission, lambda parsed: parsed[1].request_id)
         now = self.clock()
         try:
             with self.store.transaction() as conn:
@@ -197,13 +200,8 @@ class Booking:
         if within is None:
             batch.one_by_one.extend(range(len(records)))
             return batch.finish(self.handle)
-        decoded: dict[int, RequestRouted] = {}
-        for index, (value, _) in enumerate(records):
-            try:
-                decoded[index] = _decode(RequestRouted, value)
-            except Unprocessable as exc:
-                batch.settle(index, exc)
-        first = first_of_each(((i, r.request.request_id) for i, r in decoded.items()), batch)
+        decoded, first = batch.decode(lambda value: _decode(RequestRouted, value),
+                                      lambda routed: routed.request.request_id)
         now = self.clock()
         try:
             with self.store.transaction() as conn:
@@ -275,13 +273,8 @@ class Invitation:
         (the outbox: one lock, one directory fsync) the lot, then record the batch in one
         transaction. An invite whose delivery failed is retried on its own, with backoff."""
         batch = Batch(records)
-        decoded: dict[int, MeetingBooked] = {}
-        for index, (value, _) in enumerate(records):
-            try:
-                decoded[index] = _decode(MeetingBooked, value)
-            except Unprocessable as exc:
-                batch.settle(index, exc)
-        first = first_of_each(((i, b.request.request_id) for i, b in decoded.items()), batch)
+        decoded, first = batch.decode(lambda value: _decode(MeetingBooked, value),
+                                      lambda booked: booked.request.request_id)
         try:
             with self.store.reading() as conn:
                 statuses = self.store.statuses(conn, first)

@@ -56,6 +56,26 @@ def _conflict(exc: IntegrityError) -> Literal["request", "specialist"] | None:
     return None
 
 
+class _Retry(Exception):
+    """The request's meeting was released between the refused insert and the look: retry."""
+
+
+def _refusal(exc: IntegrityError, meeting: Meeting, meeting_for: Callable[[str], Meeting | None],
+             ) -> RequestAlreadyBooked | SpecialistBusy | _Retry | None:
+    """What a refused insert of ``meeting`` means under the ledger protocol; None when the
+    database refused it for another reason. A request that already has a meeting wins over a
+    busy specialist when both apply, as in the in-memory ledger."""
+    conflict = _conflict(exc)
+    if conflict is None:
+        return None
+    existing = meeting_for(meeting.request_id)
+    if existing is not None:
+        return RequestAlreadyBooked(existing)
+    if conflict == "specialist":
+        return SpecialistBusy(meeting.specialist_id, meeting.start)
+    return _Retry()
+
+
 def _meeting(row: Row[Any]) -> Meeting:
     return Meeting(
         request_id=row.request_id, center_id=row.center_id, specialist_id=row.specialist_id,
@@ -104,14 +124,11 @@ class SqlBookingLedger:
                 self._insert(meeting)
                 return meeting
             except IntegrityError as exc:
-                conflict = _conflict(exc)
-                if conflict is None:
+                refusal = _refusal(exc, meeting, self.meeting_for)
+                if refusal is None:
                     raise
-                existing = self.meeting_for(meeting.request_id)
-                if existing is not None:
-                    raise RequestAlreadyBooked(existing) from exc
-                if conflict == "specialist":
-                    raise SpecialistBusy(meeting.specialist_id, meeting.start) from exc
+                if not isinstance(refusal, _Retry):
+                    raise refusal from exc
                 # The request's meeting was released since our insert failed: try again.
                 if attempt == _ATTEMPTS:
                     raise
@@ -193,16 +210,12 @@ class BatchLedger:
             with self._conn.begin_nested():
                 _insert_meeting(self._conn, meeting, self._clock())
         except IntegrityError as exc:
-            conflict = _conflict(exc)
-            if conflict is None:
+            refusal = _refusal(exc, meeting, self.meeting_for)
+            if refusal is None or isinstance(refusal, _Retry):
                 raise
-            existing = self.meeting_for(meeting.request_id)
-            if existing is not None:
-                raise RequestAlreadyBooked(existing) from exc
-            if conflict == "specialist":
+            if isinstance(refusal, SpecialistBusy):
                 self._forget(meeting.specialist_id)
-                raise SpecialistBusy(meeting.specialist_id, meeting.start) from exc
-            raise
+            raise refusal from exc
         if meeting.specialist_id in self._spans:
             insort(self._spans[meeting.specialist_id], (meeting.start, meeting.end))
         return meeting
