@@ -103,6 +103,10 @@ meetings = Table(
         "uq_meetings_active_request", "request_id", unique=True,
         sqlite_where=text("status = 'active'"), postgresql_where=text("status = 'active'"),
     ),
+    Index(
+        "ix_meetings_active_start", "start_utc", "request_id",
+        sqlite_where=text("status = 'active'"), postgresql_where=text("status = 'active'"),
+    ),
 )
 
 requests = Table(

@@ -182,12 +182,13 @@ class TimedWork:
         holiday, changed hours, specialist or center gone) under the same policy, with an
         updated invite (same UID, higher SEQUENCE); escalate those no slot can take."""
         now = self.clock()
-        meetings = self.records.meetings_starting(now, now + REVALIDATE_AHEAD)
         counts = {"rescheduled": 0, "escalated": 0}
-        for invalid in invalid_meetings(self.directory(), meetings, now):
-            result = self._revalidate(invalid, now)
-            if result in counts:
-                counts[result] += 1
+        directory = self.directory()
+        for page in self.records.meeting_pages(now, now + REVALIDATE_AHEAD):
+            for invalid in invalid_meetings(directory, page, now):
+                result = self._revalidate(invalid, now)
+                if result in counts:
+                    counts[result] += 1
         if any(counts.values()):
             log.info("bookings_revalidated", **counts)
         return counts
@@ -233,6 +234,8 @@ class TimedWork:
         meetings of ended requests, send updates and cancels that a crash left unsent."""
         now = self.clock()
         counts = {"redriven": 0, "orphans": 0, "updates": 0, "resent": 0}
+        self._redriven = {request_id: at for request_id, at in self._redriven.items()
+                          if now - at < self.policy.stale_after}  # the rest may go again
         for pending in self.store.non_final(now - self.policy.stale_after):
             last = self._redriven.get(pending.request_id)
             if last is not None and now - last < self.policy.stale_after:

@@ -9,10 +9,11 @@ with METHOD ``REMIND-<kind>`` and SEQUENCE = the meeting's revision.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy import Engine, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from scheduler.db import invite_deliveries, meetings, read_connection, requests
@@ -21,6 +22,7 @@ from schemas.events import Meeting
 from schemas.help_request import HelpRequest, parse_help_request
 
 REMINDER_PREFIX = "REMIND-"
+MEETING_PAGE = 1000  # meetings read per page when walking a span of time
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,17 +121,35 @@ class LifecycleRecords:
         with read_connection(self._engine) as conn:
             return [DueRequest(*row) for row in conn.execute(query)]
 
-    def meetings_starting(self, start: datetime, end: datetime,
-                          limit: int = 5000) -> list[Meeting]:
-        """Active meetings of invited requests that start in [start, end)."""
+    def meetings_starting(self, start: datetime, end: datetime) -> list[Meeting]:
+        """Active meetings of invited requests that start in [start, end), by start."""
+        return [meeting for page in self.meeting_pages(start, end) for meeting in page]
+
+    def meeting_pages(self, start: datetime, end: datetime,
+                      page_size: int | None = None) -> Iterator[list[Meeting]]:
+        """:meth:`meetings_starting` a page at a time, each page read in its own short
+        transaction and continuing after the last (start, request id) of the one before, so
+        that walking the coming months holds one page in memory, not every meeting."""
+        page_size = MEETING_PAGE if page_size is None else page_size
+        if page_size < 1:
+            raise ValueError(f"page_size: {page_size} is not positive")
         m, r = meetings.c, requests.c
         query = (select(meetings)
                  .join(requests, r.request_id == m.request_id)
                  .where(m.status == "active", m.start_utc >= start, m.start_utc < end,
                         r.status == "invited")
-                 .order_by(m.start_utc, m.request_id).limit(limit))
-        with read_connection(self._engine) as conn:
-            return [meeting_from_row(row) for row in conn.execute(query)]
+                 .order_by(m.start_utc, m.request_id).limit(page_size))
+        after: tuple[datetime, str] | None = None
+        while True:
+            page_query = query if after is None else query.where(or_(
+                m.start_utc > after[0], and_(m.start_utc == after[0], m.request_id > after[1])))
+            with read_connection(self._engine) as conn:
+                page = [meeting_from_row(row) for row in conn.execute(page_query)]
+            if page:
+                yield page
+            if len(page) < page_size:
+                return
+            after = (page[-1].start, page[-1].request_id)
 
     def orphaned_meetings(self, limit: int = 100) -> list[Meeting]:
         """Active meetings of requests that ended without them (cancelled, escalated, ...)."""

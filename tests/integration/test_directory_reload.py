@@ -19,6 +19,7 @@ import yaml
 from icalendar import Calendar
 
 from consumers.envelope import Origin
+from scheduler import lifecycle_records
 from scheduler.directory import default_directory_path
 from scheduler.directory_source import DirectorySource
 from scheduler.jobs import TimedWork
@@ -121,6 +122,16 @@ def test_a_new_closure_moves_the_meeting_to_another_day_with_an_update(
     assert (method, sequence, same_uid) == ("REQUEST", 1, uid)
     assert new_start == moved.start
 
+    assert service.timed_work().revalidate_bookings() == {"rescheduled": 0, "escalated": 0}
+
+
+def test_revalidation_reads_every_page_of_meetings(service: Service,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lifecycle_records, "MEETING_PAGE", 1)
+    starts = [service.invited(f"reload-page-{n}")[1] for n in range(3)]
+    service.close("munich", *{local_date(service.runtime, "munich", s) for s in starts})
+
+    assert service.timed_work().revalidate_bookings() == {"rescheduled": 3, "escalated": 0}
     assert service.timed_work().revalidate_bookings() == {"rescheduled": 0, "escalated": 0}
 
 

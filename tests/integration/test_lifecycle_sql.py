@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -52,6 +52,26 @@ def test_the_pipeline_invites_first(world: World) -> None:
     assert (invite.method, invite.sequence, invite.status) == ("REQUEST", 0, "CONFIRMED")
     status = world.store.status("r-1")
     assert status is not None and status.status is RequestState.INVITED
+
+
+def test_meetings_are_read_a_page_at_a_time_each_once_in_start_order(engine: Engine) -> None:
+    world = World(engine, make_directory(("taipei", "tokyo")), NOW)
+    for n in range(4):  # Taipei and Tokyo open on the same UTC hours: meetings share starts
+        world.submit(help_request(f"r-tw-{n}"))
+        world.submit(help_request(f"r-jp-{n}", language="ja", country="JP"))
+    whole = world.records.meetings_starting(NOW, NOW + timedelta(days=400))
+    assert len(whole) == 8
+    assert [(m.start, m.request_id) for m in whole] == sorted((m.start, m.request_id)
+                                                              for m in whole)
+    assert len({m.start for m in whole}) < len(whole)  # the tie-break on request id is used
+
+    for size in (1, 2, 3, 8, 9):
+        pages = list(world.records.meeting_pages(NOW, NOW + timedelta(days=400), size))
+        assert [len(page) for page in pages] == [len(whole[i:i + size])
+                                                 for i in range(0, len(whole), size)]
+        assert [m for page in pages for m in page] == whole
+    with pytest.raises(ValueError, match="page_size"):
+        next(world.records.meeting_pages(NOW, LATER, 0))
 
 
 def test_cancel_frees_the_slot_and_sends_cancel_with_the_same_uid_and_a_higher_sequence(

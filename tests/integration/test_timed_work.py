@@ -229,6 +229,8 @@ def test_reconciliation_re_emits_each_stuck_stage_from_the_database(
     world.now += timedelta(minutes=3)
     assert work.reconcile()["redriven"] == 3
     assert work.reconcile()["redriven"] == 0  # not again right away
+    world.now += timedelta(minutes=3)
+    assert work.reconcile()["redriven"] == 3  # still stuck: again, once stale_after has passed
 
     topics = {key.decode(): topic for topic, key, _ in published.records}
     assert topics == {"r-accepted": "requests_submitted", "taipei": "requests_routed",
