@@ -109,8 +109,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                        help="add a run of SECONDS at a quarter of the flood's rate, sampling "
                             "worker RSS every 10 s")
+    bench.add_argument("--paced-rate", type=float, metavar="PER_S",
+                       help="run the open-loop phase at PER_S requests/s instead of half the "
+                            "flood's rate, to compare configurations at one load")
     bench.add_argument("--profile", type=Path, metavar="PATH",
-                       help="py-spy record worker 1 during the flood (collapsed stacks)")
+                       help="py-spy record worker 1 during the flood to PATH and during "
+                            "the paced run to PATH.paced (collapsed stacks)")
 
     add_ops_commands(commands)
     return parser
@@ -235,13 +239,16 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.requests < 10 or args.workers < 1 or args.soak < 0:
         raise UsageError("--requests must be >= 10, --workers >= 1, --soak >= 0")
+    if args.paced_rate is not None and not args.paced_rate > 0:
+        raise UsageError(f"--paced-rate: {args.paced_rate} is not a positive rate")
     # SIGTERM would end the process without unwinding, leaving the embedded broker and the
     # workers it started running; as an exception it stops them on the way out, as Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return run_bench(settings, requests=args.requests, database_url=args.database_url,
                          json_output=args.json, core_only=args.core_only, workers=args.workers,
-                         soak_seconds=args.soak, profile=args.profile)
+                         soak_seconds=args.soak, profile=args.profile,
+                         paced_rate=args.paced_rate)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
