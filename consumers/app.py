@@ -45,12 +45,15 @@ class Stage(Protocol):
 class BatchSettings:
     """How many records a stage takes at once, and how long it waits to fill a batch.
 
-    The wait is added to a record's latency only when records arrive slower than a batch
-    fills; under load batches fill at once.
+    Faust's ``take_events`` waits up to the window before each batch unless ``max_records``
+    arrive first, so a batch holds what came during the previous one and the window, and the
+    window is paid once per hop. At a fixed 100 requests/s on SQLite (docs/performance.md),
+    p99 end to end was 642 ms with 50 ms, 393-423 ms with 10-20 ms, 494 ms with 5 ms (more,
+    smaller transactions).
     """
 
     max_records: int = 500
-    window_seconds: float = 0.05
+    window_seconds: float = 0.02
 
 
 @dataclass(frozen=True)

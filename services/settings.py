@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     # A stage takes up to this many records at once (one transaction for the lot) ...
     batch_max_records: int = Field(default=500, ge=1, le=10_000)
     # ... waiting at most this long for a batch to fill when records trickle in.
-    batch_window_ms: int = Field(default=50, ge=1, le=10_000)  # 0 would mean "until full"
+    batch_window_ms: int = Field(default=20, ge=1, le=10_000)  # 0 would mean "until full"
 
     @property
     def embedded(self) -> bool:

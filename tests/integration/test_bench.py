@@ -54,13 +54,15 @@ def test_a_tiny_run_prints_the_json_contract(
 
 def test_the_human_report_names_both_rates_the_ratio_and_the_stages(
         settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
-    code = run_bench(settings, requests=30, workers=2)
+    code = run_bench(settings, requests=30, workers=2, paced_rate=20.0)
 
     text = capsys.readouterr().out
     assert code == 0
     for expected in ("plumbing limit", "pipeline, max sustained", "ratio", "p99",
                      "where the time goes", "submitted → intake start",
-                     "notifier start → invite written", "outcomes: flood 30 "):
+                     "notifier start → invite written", "outcomes: flood 30 ",
+                     "open loop at 20.0/s (fixed by --paced-rate)",
+                     "(target p99 < 500 ms: no verdict: not at half of max)"):
         assert expected in text
     assert list((settings.var_dir / "bench").glob("*/worker-2.log"))
 
