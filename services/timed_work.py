@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from kafka import KafkaProducer
@@ -31,6 +32,9 @@ from services.topics import TopicNames
 JOB_TABLE = SCHEDULER_JOB_TABLE
 RECURRING_SECONDS = {"reconcile": 60, "sla_sweep": 60, "plan_reminders": 60,
                      "revalidate_bookings": 60}
+#: Jobs at once. The four recurring jobs run one instance each and reminders take a few
+#: milliseconds; APScheduler's default of 10 threads only spread memory over more arenas.
+JOB_THREADS = 4
 log = structlog.get_logger("fasttrack.timed_work")
 
 _leader_work: TimedWork | None = None
@@ -230,6 +234,7 @@ class TimedWorkService:
         scheduler = BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=self._engine,
                                                      tablename=self._table)},
+            executors={"default": ThreadPoolExecutor(JOB_THREADS)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
             timezone=UTC)
         scheduler.start()

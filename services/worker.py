@@ -6,6 +6,10 @@ reconciliation); one of them runs it at a time, and another takes over when it s
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
+
 import faust
 
 from consumers.app import BatchSettings, create_app
@@ -14,9 +18,13 @@ from services.logs import configure_logging
 from services.settings import Settings
 from services.timed_work import KafkaRecordPublisher, TimedWorkService
 
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
 
 def run_worker(settings: Settings, *, loglevel: str = "INFO") -> int:
     """Run the Faust worker in the foreground until SIGTERM/SIGINT; returns its exit code."""
+    fewer_malloc_arenas()
     configure_logging(loglevel)
     runtime = build_runtime(settings)
     app = create_app(runtime.stages(), runtime.store, runtime.clock, settings.kafka(),
@@ -36,3 +44,23 @@ def run_worker(settings: Settings, *, loglevel: str = "INFO") -> int:
         timed.stop()
         publisher.close()
     return 0
+
+
+def fewer_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas, as ``MALLOC_ARENA_MAX`` would; True if it did.
+
+    glibc gives threads that allocate at once arenas of their own, up to 8 per core, and each
+    keeps the most it ever held. A worker runs the event loop, the stage threads and, while it
+    leads, APScheduler's job threads: SQLite's page caches and the timed work's pages were
+    spread over many arenas, and the leader's RSS kept rising (+19-26 % over 30 minutes) while
+    its Python objects did not (tracemalloc: flat). Call before threads start; an explicit
+    ``MALLOC_ARENA_MAX`` in the environment wins, and other C libraries are left alone.
+    """
+    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    return bool(mallopt(_M_ARENA_MAX, arenas))
+
