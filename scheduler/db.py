@@ -263,23 +263,24 @@ class _GatedConnection(sqlite3.Connection):
     """
 
     lock_path: str  # set by _gated_connection_class
+    _gate_fd: int | None = None  # the lock file, opened by this connection's first writer
+    _gate_holders: set[str] | None = None  # while held: the holding thread's gates
 
     def take_gate(self) -> None:
-        if self.__dict__.get("_gate_held") or self.lock_path in _gate_holders.paths:
+        holders = _gate_holders.paths
+        if self._gate_holders is not None or self.lock_path in holders:
             return
-        fd = self.__dict__.get("_gate_fd")
-        if fd is None:
-            fd = self.__dict__["_gate_fd"] = os.open(self.lock_path, os.O_RDWR | os.O_CREAT,
-                                                     0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)  # blocks without the GIL
-        holders = self.__dict__["_gate_held"] = _gate_holders.paths  # this thread's
+        if self._gate_fd is None:
+            self._gate_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._gate_fd, fcntl.LOCK_EX)  # blocks without the GIL
+        self._gate_holders = holders
         holders.add(self.lock_path)
 
     def give_gate(self) -> None:
-        holders = self.__dict__.pop("_gate_held", None)
-        if holders is not None:
+        holders, self._gate_holders = self._gate_holders, None
+        if holders is not None and self._gate_fd is not None:
             holders.discard(self.lock_path)
-            fcntl.flock(self.__dict__["_gate_fd"], fcntl.LOCK_UN)
+            fcntl.flock(self._gate_fd, fcntl.LOCK_UN)
 
     def commit(self) -> None:
         try:
@@ -298,7 +299,7 @@ class _GatedConnection(sqlite3.Connection):
             super().close()
         finally:
             self.give_gate()
-            fd = self.__dict__.pop("_gate_fd", None)
+            fd, self._gate_fd = self._gate_fd, None
             if fd is not None:
                 os.close(fd)
 
