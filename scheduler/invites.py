@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, Policy
 from email.utils import format_datetime as rfc5322_date
 from functools import lru_cache
 
@@ -221,18 +221,41 @@ def _vtimezone_ical(tzid: str, first_date: date, last_date: date) -> bytes | Non
 # -- email headers ------------------------------------------------------------------------------
 
 
+class _SharedHeader(BaseHeader):
+    """A header that may appear in many messages (see :class:`_HeaderClasses`), folding once
+    per policy: a header never changes once built, and folding it (the generator does, for
+    every message that holds it) costs about as much as parsing it."""
+
+    def fold(self, *, policy: Policy) -> str:
+        folds: dict[tuple[type, str], str] = self.__dict__.setdefault("_folds", {})
+        key = (type(policy), repr(policy))  # its settings: the generator clones it per part
+        folded = folds.get(key)
+        if folded is None:
+            folded = folds[key] = super().fold(policy=policy)
+        return folded
+
+
 class _HeaderClasses(HeaderRegistry):
-    """The standard header registry, building each header class once.
+    """The standard header registry, building each header class once and each header from a
+    given string once.
 
     ``HeaderRegistry[name]`` creates a new class (``type(...)``) for every header it parses,
     which in Python 3.11 costs about as much as parsing a short header and leaves garbage for
     the cyclic collector. The classes have no state of their own, so one per header name serves
     all. Only the invite's own headers pass through here (a fixed few names).
+
+    A header is immutable once parsed (a ``str`` with its parse tree), and most of an invite's
+    headers are the same in every invite: the MIME structure's ``Content-Type``,
+    ``Content-Transfer-Encoding`` and ``Content-Disposition`` (set, then read and set again by
+    ``set_param``), ``MIME-Version``, the center's ``From``. Parsing them was a quarter of a
+    worker's time, so a header built from a string is kept, by its exact name and value, and
+    given to every message that sets the same; headers built from objects (addresses) are not.
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(base_class=_SharedHeader)
         self._classes: dict[str, type[BaseHeader]] = {}
+        self._parsed: dict[tuple[str, str], BaseHeader] = {}
 
     def __getitem__(self, name: str) -> type[BaseHeader]:
         key = name.lower()
@@ -241,6 +264,22 @@ class _HeaderClasses(HeaderRegistry):
             cls = self._classes[key] = super().__getitem__(name)
         return cls
 
+    def __call__(self, name: str, value: object) -> BaseHeader:
+        if not isinstance(value, str):
+            return super().__call__(name, value)
+        key = (name, value)
+        header = self._parsed.get(key)
+        if header is None:
+            header = super().__call__(name, value)
+            if len(self._parsed) >= _PARSED_MAX:
+                self._parsed.clear()  # unique values (Subject, Date...) churn through; rebuilt
+            self._parsed[key] = header
+        return header
+
+
+#: Headers kept by :class:`_HeaderClasses`; an invite adds about eight of its own (dates,
+#: subject, boundaries), so the shared ones are parsed again every few hundred invites.
+_PARSED_MAX = 4096
 
 #: ``email.policy.SMTP`` in every respect but the header factory above.
 _POLICY = SMTP.clone(header_factory=_HeaderClasses())

@@ -469,6 +469,38 @@ def test_remembering_changes_no_byte_of_the_email(name: str) -> None:
                                                                 sequence)
 
 
+def test_shared_headers_change_no_byte_of_the_email() -> None:
+    """Every golden email from freshly parsed headers, then again from the kept ones (parsed
+    and folded by the first pass), is the email plain ``email.policy.SMTP`` writes."""
+    registry = invites._POLICY.header_factory
+    registry._parsed.clear()
+    cases = [golden_case(GOLDEN_CASES[name]) for name in sorted(GOLDEN_CASES)]
+    first = [render(c, r, m, method=method, sequence=seq)[1] for c, r, m, method, seq in cases]
+    again = [render(c, r, m, method=method, sequence=seq)[1] for c, r, m, method, seq in cases]
+    for (c, r, m, method, seq), one, two in zip(cases, first, again, strict=True):
+        assert one.as_bytes() == two.as_bytes() == messages_without_memory(c, r, m, method,
+                                                                           seq)[1]
+    # the second pass really was served: the same header objects, already folded
+    assert first[0]["MIME-Version"] is again[-1]["MIME-Version"]
+    parts = [part for message in again for part in message.walk()]
+    encodings = [part["Content-Transfer-Encoding"] for part in parts
+                 if part["Content-Transfer-Encoding"] == "base64"]
+    assert len({id(header) for header in encodings}) == 1 < len(encodings)
+    assert encodings[0].__dict__["_folds"]
+
+
+def test_a_shared_header_folds_for_each_policy_on_its_own() -> None:
+    subject = "FastTrack: Onboarding meeting with the Taipei center, Monday 2 March 09:00 (Taipei)"
+    header = invites._POLICY.header_factory("Subject", subject)
+    narrow = policy.SMTP.clone(max_line_length=40)
+    plain = policy.SMTP.header_factory("Subject", subject)
+    assert header.fold(policy=policy.SMTP) == plain.fold(policy=policy.SMTP)
+    assert header.fold(policy=narrow) == plain.fold(policy=narrow)
+    assert header.fold(policy=narrow) != header.fold(policy=policy.SMTP)
+    assert header.fold(policy=policy.SMTP.clone(linesep="\n")).endswith("\n")
+    assert invites._POLICY.header_factory("Subject", subject) is header
+
+
 def test_an_invite_with_an_unusual_uid_is_read_back_from_its_bytes() -> None:
     center = make_center()
     request = make_request("en")
