@@ -10,10 +10,10 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from babel import Locale
 from babel.dates import format_date, format_interval, get_timezone_name
 
 from scheduler.directory import Center
@@ -94,10 +94,10 @@ def invite_text(meeting: Meeting, request: HelpRequest, center: Center, *, metho
         intro = _("Your Microsoft 365 FastTrack onboarding meeting (%(topic)s) with %(center)s "
                   "is scheduled.", **names)
     own_zone = requester_zone(request)
-    facts = [_("Your time: %(when)s", when=format_when(meeting, own_zone, locale, _))]
+    facts = [_("Your time: %(when)s", when=format_when(meeting, own_zone))]
     if own_zone.key != center.zone.key:
         facts.append(_("FastTrack Center time: %(when)s",
-                       when=format_when(meeting, center.zone, locale, _)))
+                       when=format_when(meeting, center.zone)))
     facts.append(_("Specialist: %(name)s", name=one_line(meeting_specialist(meeting, center).name)))
     facts.append(_("Organization: %(name)s", name=one_line(request.tenant.name)))
     if request.partner:
@@ -129,9 +129,18 @@ def invite_text(meeting: Meeting, request: HelpRequest, center: Center, *, metho
     )
 
 
-def format_when(meeting: Meeting, zone: ZoneInfo, locale: Locale, _: Translator) -> str:
-    """The meeting's date, times and zone name as seen in ``zone``, in ``locale``."""
-    start, end = meeting.start.astimezone(zone), meeting.end.astimezone(zone)
+def format_when(meeting: Meeting, zone: ZoneInfo) -> str:
+    """The meeting's date, times and zone name as seen in ``zone``, in the meeting's language."""
+    return _when(meeting.start, meeting.end, zone, meeting.language)
+
+
+@lru_cache(maxsize=4096)
+def _when(start: datetime, end: datetime, zone: ZoneInfo, language: str) -> str:
+    """:func:`format_when`, once per (instants, zone, language): meetings share their slots,
+    and Babel's interval and zone-name formatting was a sixth of rendering an invite. Aware
+    datetimes are equal when they are the same instant, which is all that is used here."""
+    locale, _ = babel_locale(language), Translator(language)
+    start, end = start.astimezone(zone), end.astimezone(zone)
     if start.date() == end.date():
         day = format_date(start.date(), "full", locale=locale)
     else:

@@ -95,7 +95,7 @@ def build_reminder(meeting: Meeting, request: HelpRequest, center: Center, kind:
     lines = [
         _("Hello %(name)s,", name=one_line(request.requester.name)), "",
         f"{summary} ({soon})",
-        _("Your time: %(when)s", when=format_when(meeting, requester_zone(request), locale, _)),
+        _("Your time: %(when)s", when=format_when(meeting, requester_zone(request))),
         _("Specialist: %(name)s", name=one_line(meeting_specialist(meeting, center).name)),
     ]
     if meeting.join_url:

@@ -268,6 +268,25 @@ def test_dst_crossing_times_are_local_to_each_zone() -> None:
            "(Pacific Daylight Time)" in body
 
 
+def test_the_time_is_worded_once_per_slot_zone_and_language() -> None:
+    center = make_center("redmond")
+    zone = center.zone
+    utc = make_meeting(center, language="ja", start=datetime(2026, 3, 9, 17, tzinfo=UTC))
+    same_instant = utc.model_copy(update={"start": utc.start.astimezone(zone),
+                                          "end": utc.end.astimezone(zone)})
+    invite_wording._when.cache_clear()
+    words = invite_wording.format_when(utc, zone)
+    assert invite_wording.format_when(same_instant, zone) == words
+    assert invite_wording._when.cache_info()[:2] == (1, 1)  # (hits, misses)
+    assert words.startswith("2026年3月9日月曜日")
+    assert "太平洋夏時間" in words
+    assert invite_wording.format_when(utc.model_copy(update={"language": "en"}), zone) != words
+    assert invite_wording.format_when(utc, center.zone) == words
+    later = utc.model_copy(update={"start": utc.start.replace(hour=18),
+                                   "end": utc.end.replace(hour=19)})
+    assert invite_wording.format_when(later, zone) != words
+
+
 def test_meeting_ending_after_midnight_shows_both_dates() -> None:
     center, request, meeting, _, _ = golden_case(GOLDEN_CASES["invite_redmond_ja_next_day"])
     meeting = meeting.model_copy(update={"end": meeting.start.replace(hour=15, minute=30)})
