@@ -25,9 +25,10 @@ from pydantic import ValidationError
 
 from consumers.envelope import MAX_RECORD_BYTES, Emit, Origin, Unprocessable, encode
 from consumers.routing import route
-from scheduler.booking import JoinUrl, book
+from scheduler.booking import JoinUrl, book, bookable_specialists
 from scheduler.delivery import DeliveryFailed, DeliveryReceipt, Invite, InviteDelivery
 from scheduler.delivery_retry import send_with_retry
+from scheduler.directory import CenterDirectory
 from scheduler.directory_source import DirectoryFeed
 from scheduler.invite_log import InviteLog, InviteLogRow
 from scheduler.invites import build_imip_message, build_invite
@@ -203,15 +204,20 @@ class Booking:
         decoded, first = batch.decode(lambda value: _decode(RequestRouted, value),
                                       lambda routed: routed.request.request_id)
         now = self.clock()
+        directory = self.directory()
         try:
             with self.store.transaction() as conn:
                 statuses = self.store.statuses(conn, first, lock=True)
                 ledger = within(conn)
+                to_book = [index for request_id, index in first.items()
+                           if statuses.get(request_id) is RequestState.ROUTED]
+                ledger.reserve(bookable_specialists(
+                    (decoded[index].decision for index in to_book), directory))
                 booked: dict[int, tuple[Advance, Emit]] = {}
                 for request_id, index in first.items():
                     status = statuses.get(request_id)
                     if status is RequestState.ROUTED:
-                        booked[index] = self._book(decoded[index], ledger, now)
+                        booked[index] = self._book(decoded[index], ledger, now, directory)
                     elif status is RequestState.BOOKED:
                         batch.one_by_one.append(index)  # a redelivery: re-emit if needed
                 self.store.advance_many(conn, [change for change, _ in booked.values()])
@@ -228,10 +234,10 @@ class Booking:
                     batch.settle(index, [])  # finished, cancelled or escalated already
         return batch.finish(self.handle)
 
-    def _book(self, routed: RequestRouted, ledger: BookingLedger,
-              now: datetime) -> tuple[Advance, Emit]:
+    def _book(self, routed: RequestRouted, ledger: BookingLedger, now: datetime,
+              directory: CenterDirectory | None = None) -> tuple[Advance, Emit]:
         request, decision = routed.request, routed.decision
-        outcome = book(decision, self.directory(), ledger, join_url=self.join_url)
+        outcome = book(decision, directory or self.directory(), ledger, join_url=self.join_url)
         if outcome.meeting is None:
             return escalation(request, "booking", outcome.reasons, now, decision)
         meeting = outcome.meeting

@@ -87,8 +87,7 @@ def book(decision: RoutingDecision, directory: CenterDirectory, ledger: BookingL
     if decision.center_id is None or decision.language is None or decision.not_before is None:
         return BookingOutcome(None, list(decision.reasons))
 
-    others = [c for c in decision.candidates if c.center_id != decision.center_id]
-    order = [decision.center_id, *(c.center_id for c in others)]
+    order = _centers_to_try(decision)
     policy = directory.policy
     until = decision.not_before + timedelta(days=policy.horizon_days)
     windows = [decision.not_after] if decision.not_after is None else [decision.not_after, None]
@@ -105,6 +104,30 @@ def book(decision: RoutingDecision, directory: CenterDirectory, ledger: BookingL
                     reasons.append(Reason.WINDOW_UNAVAILABLE)
                 return BookingOutcome(meeting, reasons)
     return BookingOutcome(None, [Reason.NO_CAPACITY])
+
+
+def bookable_specialists(decisions: Iterable[RoutingDecision],
+                         directory: CenterDirectory) -> set[str]:
+    """Every specialist :func:`book` may record a meeting for, for any of these decisions: the
+    speakers of the decision's language at each center it would try. A ledger locks them up
+    front (see ``BatchLedger.reserve``)."""
+    found: set[str] = set()
+    for decision in decisions:
+        if decision.center_id is None or decision.language is None:
+            continue
+        for center_id in _centers_to_try(decision):
+            center = directory.by_id.get(center_id)
+            if center is not None:
+                found.update(s.id for s in center.specialists
+                             if decision.language in s.languages)
+    return found
+
+
+def _centers_to_try(decision: RoutingDecision) -> list[str]:
+    """The routed center, then the other candidates in the decision's order."""
+    assert decision.center_id is not None
+    others = [c for c in decision.candidates if c.center_id != decision.center_id]
+    return [decision.center_id, *(c.center_id for c in others)]
 
 
 def _book_at(decision: RoutingDecision, directory: CenterDirectory, center: Center,

@@ -12,6 +12,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -223,7 +224,34 @@ def lock_specialist(conn: Connection, specialist_id: str) -> None:
     """
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                     {"key": f"fasttrack.specialist:{specialist_id}"})
+                     {"key": _specialist_key(specialist_id)})
+
+
+def lock_specialists(conn: Connection, specialist_ids: Iterable[str]) -> list[str]:
+    """:func:`lock_specialist` for several in one statement, in ascending id order; returns
+    that order. Transactions that wait for these locks only in ascending order cannot
+    deadlock on them (PostgreSQL would take a second to notice)."""
+    ordered = sorted(set(specialist_ids))
+    if ordered and conn.dialect.name == "postgresql":
+        # A function scan yields the array in order, and the aggregate takes each lock as
+        # its row arrives.
+        conn.execute(text("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
+                          "FROM unnest(CAST(:keys AS text[])) AS k"),
+                     {"keys": [_specialist_key(sid) for sid in ordered]})
+    return ordered
+
+
+def try_lock_specialist(conn: Connection, specialist_id: str) -> bool:
+    """:func:`lock_specialist` if no other transaction holds it; False instead of waiting."""
+    if conn.dialect.name != "postgresql":
+        return True
+    return bool(conn.execute(
+        text("SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0))"),
+        {"key": _specialist_key(specialist_id)}).scalar_one())
+
+
+def _specialist_key(specialist_id: str) -> str:
+    return f"fasttrack.specialist:{specialist_id}"
 
 
 def create_engine_for(url: str) -> Engine:

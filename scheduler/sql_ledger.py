@@ -18,7 +18,13 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine, Row, Select, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from scheduler.db import lock_specialist, meetings, read_connection
+from scheduler.db import (
+    lock_specialist,
+    lock_specialists,
+    meetings,
+    read_connection,
+    try_lock_specialist,
+)
 from scheduler.ledger import RequestAlreadyBooked, Span, SpecialistBusy
 from schemas.events import Meeting
 
@@ -54,6 +60,19 @@ def _conflict(exc: IntegrityError) -> Literal["request", "specialist"] | None:
     if "UNIQUE constraint failed: meetings.request_id" in message:
         return "request"
     return None
+
+
+class LockedElsewhere(Exception):
+    """A batch needs a specialist it did not reserve, which another transaction holds.
+
+    Waiting could deadlock (the batch already holds a later specialist in the lock order), so
+    the batch gives up at once; its caller books the records one at a time instead.
+    """
+
+    def __init__(self, specialist_id: str) -> None:
+        super().__init__(f"specialist {specialist_id!r} is being booked by another transaction "
+                         "and was not reserved by this batch")
+        self.specialist_id = specialist_id
 
 
 class _Retry(Exception):
@@ -168,6 +187,7 @@ class SqlBookingLedger:
 
     def _insert(self, meeting: Meeting) -> None:
         with self._engine.begin() as conn:
+            lock_specialist(conn, meeting.specialist_id)
             _insert_meeting(conn, meeting, self._clock())
 
 
@@ -186,6 +206,28 @@ class BatchLedger:
         self._clock = clock
         self._spans: dict[str, list[Span]] = {}
         self._covered: dict[str, tuple[datetime, datetime]] = {}
+        self._locked: set[str] = set()
+        self._last_locked = ""  # the highest id in ``_locked``
+
+    def reserve(self, specialist_ids: Iterable[str]) -> None:
+        """Take the booking lock of every specialist the batch may book, before booking any.
+
+        PostgreSQL: a batch holds each specialist's lock until it commits. Taken one by one as
+        the batch books, two workers' batches took them in different orders (one worker's
+        fallback center is another's own) and deadlocked, and PostgreSQL only noticed after
+        ``deadlock_timeout`` (1 s): a whole batch late. Taken up front in one order, they
+        cannot deadlock; two batches that may book the same specialists take turns.
+        """
+        wanted = [sid for sid in specialist_ids if sid not in self._locked]
+        if not wanted:
+            return
+        if self._locked and min(wanted) < self._last_locked:
+            for specialist_id in sorted(wanted):  # out of order: never wait
+                self._lock(specialist_id)
+            return
+        ordered = lock_specialists(self._conn, wanted)
+        self._locked.update(ordered)
+        self._last_locked = max(self._last_locked, ordered[-1])
 
     def meeting_for(self, request_id: str) -> Meeting | None:
         row = self._conn.execute(_active_meeting(request_id)).first()
@@ -206,6 +248,7 @@ class BatchLedger:
     def record(self, meeting: Meeting) -> Meeting:
         if meeting.end <= meeting.start:
             raise ValueError(f"meeting for {meeting.request_id} ends before it starts")
+        self._lock(meeting.specialist_id)  # outside the savepoint, whose rollback would free it
         try:
             with self._conn.begin_nested():
                 _insert_meeting(self._conn, meeting, self._clock())
@@ -243,6 +286,18 @@ class BatchLedger:
         covered = self._covered.get(specialist_id)
         return covered is not None and covered[0] <= start and end <= covered[1]
 
+    def _lock(self, specialist_id: str) -> None:
+        """The specialist's lock: wait for it only after every lock held (the order
+        :meth:`reserve` uses); before that, take it only if it is free."""
+        if specialist_id in self._locked:
+            return
+        if specialist_id > self._last_locked:
+            lock_specialist(self._conn, specialist_id)
+            self._last_locked = specialist_id
+        elif not try_lock_specialist(self._conn, specialist_id):
+            raise LockedElsewhere(specialist_id)
+        self._locked.add(specialist_id)
+
     def _forget(self, specialist_id: str) -> None:
         self._spans.pop(specialist_id, None)
         self._covered.pop(specialist_id, None)
@@ -274,7 +329,7 @@ def _read_schedules(conn: Connection, specialist_ids: Iterable[str], start: date
 
 
 def _insert_meeting(conn: Connection, meeting: Meeting, now: datetime) -> None:
-    lock_specialist(conn, meeting.specialist_id)
+    """Insert the meeting; the caller holds the specialist's lock."""
     conn.execute(insert(meetings).values(
         request_id=meeting.request_id, center_id=meeting.center_id,
         specialist_id=meeting.specialist_id, language=meeting.language,

@@ -35,7 +35,7 @@ from scheduler.ledger import (
     Span,
     SpecialistBusy,
 )
-from scheduler.sql_ledger import SqlBookingLedger
+from scheduler.sql_ledger import LockedElsewhere, SqlBookingLedger
 from schemas.events import Meeting
 
 pytest_plugins = ["tests.integration.db_fixtures"]
@@ -138,6 +138,92 @@ def test_a_batch_that_loses_a_slot_to_another_worker_reads_again(engine: Engine)
             {"tpe-01": [(at("09:00"), at("10:00"))]}
         batch.record(meeting("r1", at("10:00"), at("11:00")))
     assert SqlBookingLedger(engine).meeting_for("r1") is not None
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.postgres
+def test_batches_that_may_book_the_same_specialists_take_turns(engine: Engine) -> None:
+    """Two workers' batches reserve their specialists up front, so the second waits for the
+    first to commit and then sees its meetings, in whatever order each books them."""
+    first_holds, second_reserved = threading.Event(), threading.Event()
+    outcomes: list[str] = []
+
+    def second_worker() -> None:
+        with engine.begin() as conn:
+            batch = SqlBookingLedger(engine).within(conn)
+            first_holds.wait(5)
+            batch.reserve(["tpe-02", "tpe-01"])  # waits for the first batch to commit
+            second_reserved.set()
+            try:
+                batch.record(meeting("b1", at("09:00"), at("10:00"), "tpe-01"))
+            except SpecialistBusy:
+                outcomes.append("busy")
+            batch.record(meeting("b2", at("10:00"), at("11:00"), "tpe-02"))
+            outcomes.append("committed")
+
+    with engine.begin() as conn:
+        batch = SqlBookingLedger(engine).within(conn)
+        batch.reserve(["tpe-01", "tpe-02"])
+        other = threading.Thread(target=second_worker)
+        other.start()
+        first_holds.set()
+        assert not second_reserved.wait(0.3)  # still waiting for this batch's locks
+        batch.record(meeting("a2", at("09:00"), at("10:00"), "tpe-02"))
+        batch.record(meeting("a1", at("09:00"), at("10:00"), "tpe-01"))
+    other.join(10)
+    assert outcomes == ["busy", "committed"]
+    assert {m.request_id for m in map(SqlBookingLedger(engine).meeting_for,
+                                      ["a1", "a2", "b1", "b2"]) if m} == {"a1", "a2", "b2"}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.postgres
+def test_a_batch_gives_up_rather_than_wait_for_a_lock_out_of_order(engine: Engine) -> None:
+    """Locks taken as the batches book, crossing: the batch that would wait for an earlier
+    specialist than one it holds gives up at once, instead of the two deadlocking (which
+    PostgreSQL notices only after ``deadlock_timeout``)."""
+    second_holds, first_done = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def second_worker() -> None:
+        try:
+            with engine.begin() as conn:
+                batch = SqlBookingLedger(engine).within(conn)
+                batch.record(meeting("b1", at("09:00"), at("10:00"), "tpe-01"))
+                second_holds.set()
+                first_done.wait(5)
+                batch.record(meeting("b2", at("11:00"), at("12:00"), "tpe-02"))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    other = threading.Thread(target=second_worker)
+    with pytest.raises(LockedElsewhere, match="'tpe-01'"), engine.begin() as conn:
+        batch = SqlBookingLedger(engine).within(conn)
+        batch.record(meeting("a2", at("09:00"), at("10:00"), "tpe-02"))
+        other.start()
+        assert second_holds.wait(5)
+        try:
+            batch.record(meeting("a1", at("10:00"), at("11:00"), "tpe-01"))
+        finally:
+            first_done.set()
+    other.join(10)
+    assert errors == []
+    booked = SqlBookingLedger(engine)
+    assert booked.meeting_for("a2") is None  # rolled back with its batch
+    assert [booked.meeting_for(r) is not None for r in ("b1", "b2")] == [True, True]
+
+
+def test_a_batch_reserves_nothing_it_holds_already_and_keeps_its_order(
+        new_database: Callable[[str], str]) -> None:
+    """SQLite serialises writers itself: reserving takes no lock there and never refuses."""
+    engine = create_engine_for(new_database("sqlite"))
+    with engine.begin() as conn:
+        batch = SqlBookingLedger(engine).within(conn)
+        batch.record(meeting("r2", at("09:00"), at("10:00"), "tpe-02"))
+        batch.reserve(["tpe-01", "tpe-02"])  # out of order after tpe-02: tried, and free
+        batch.record(meeting("r1", at("09:00"), at("10:00"), "tpe-01"))
+    assert SqlBookingLedger(engine).meeting_for("r1") is not None
+    engine.dispose()
 
 
 # --- the protocol -------------------------------------------------------------------------
