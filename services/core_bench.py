@@ -1,7 +1,9 @@
 """``fasttrack bench --core-only``: the pure core, timed without broker or database.
 
-Two questions: how long one routing decision takes over the realistic request mix with the
-default directory, and how the booking slot search (``book()`` on an :class:`InMemoryLedger`)
+Three questions: how long one routing decision takes over the realistic request mix with the
+default directory, how long the notifier takes to render one invite (the iCalendar invite, the
+iMIP email around it and the email's bytes, as the outbox writes them), and how the booking
+slot search (``book()`` on an :class:`InMemoryLedger`)
 grows with the size of the ledger. The ledgers are prefilled to each size with meetings spread
 over every specialist and years of past business days, plus the same partly booked near future
 (the first days full, the next one half full) so that every size asks ``book()`` for the same
@@ -22,9 +24,11 @@ from consumers.routing import route
 from scheduler.booking import book
 from scheduler.business_hours import slots_on
 from scheduler.directory import Center, CenterDirectory
+from scheduler.invites import build_imip_message, build_invite
 from scheduler.ledger import InMemoryLedger
 from schemas.events import Meeting, RoutingDecision
 from schemas.help_request import HelpRequest, parse_help_request
+from services.bootstrap import join_url
 from services.sample_requests import sample_requests
 
 #: The fixed decision time of every timed search: a Monday morning, UTC.
@@ -54,6 +58,7 @@ class CoreReport:
     routing_cold: Timing
     routing_warm: Timing
     booking: dict[int, Timing] = field(default_factory=dict)
+    rendering: Timing | None = None
     prefill_seconds: dict[int, float] = field(default_factory=dict)
 
     def growth(self) -> tuple[float, float] | None:
@@ -83,6 +88,11 @@ class CoreReport:
             "booking_time_ratio": None if growth is None else round(growth[0], 3),
             "log_size_ratio": None if growth is None else round(growth[1], 3),
             "grows_logarithmically": self.logarithmic(),
+            "invite_render_median_us": None if self.rendering is None else
+            round(self.rendering.median_us, 2),
+            "invite_render_p99_us": None if self.rendering is None else
+            round(self.rendering.p99_us, 2),
+            "invites_rendered": 0 if self.rendering is None else len(self.rendering.samples),
         }
 
 
@@ -110,6 +120,28 @@ def time_routing(requests: list[HelpRequest], directory: CenterDirectory,
             samples.append((time.perf_counter_ns() - started) / 1000)
         passes.append(Timing(samples))
     return passes[0], passes[1]
+
+
+def time_rendering(requests: list[HelpRequest], directory: CenterDirectory,
+                   now: datetime) -> Timing:
+    """Per-invite times of what the notifier renders for each booked request: ``build_invite``,
+    ``build_imip_message`` and the email's bytes. The requests are booked first (an empty
+    in-memory ledger, the bootstrap's join links), so the meetings share slots as they do in
+    a worker; the caches start cold, as after a worker starts."""
+    ledger = InMemoryLedger()
+    booked = []
+    for request in requests:
+        meeting = book(route(request, directory, now), directory, ledger,
+                       join_url=join_url).meeting
+        if meeting is not None:
+            booked.append((meeting, request, directory.center(meeting.center_id)))
+    samples = []
+    for meeting, request, center in booked:
+        started = time.perf_counter_ns()
+        ics = build_invite(meeting, request, center, sequence=0, method="REQUEST", now=now)
+        build_imip_message(ics, meeting, request, center, method="REQUEST", now=now).as_bytes()
+        samples.append((time.perf_counter_ns() - started) / 1000)
+    return Timing(samples)
 
 
 def prefilled_ledger(directory: CenterDirectory, size: int,
@@ -141,7 +173,7 @@ def time_booking(ledger: InMemoryLedger, directory: CenterDirectory,
 
 
 def run_core_bench(directory: CenterDirectory, *, sizes: tuple[int, ...] = DEFAULT_SIZES,
-                   routing_requests: int = 2000, searches: int = 500,
+                   routing_requests: int = 2000, searches: int = 500, invites: int = 1000,
                    progress: Callable[[str], None] | None = None) -> CoreReport:
     """Time routing and the booking search at each ledger size."""
     say = progress or (lambda text: None)
@@ -149,6 +181,8 @@ def run_core_bench(directory: CenterDirectory, *, sizes: tuple[int, ...] = DEFAU
     say(f"routing {len(requests)} requests twice")
     cold, warm = time_routing(requests, directory, SEARCH_FROM)
     report = CoreReport(cold, warm)
+    say(f"rendering the invites of {min(len(requests), invites)} booked requests")
+    report.rendering = time_rendering(requests[:invites], directory, SEARCH_FROM)
     routed = [route(r, directory, SEARCH_FROM) for r in requests[:searches + 50]]
     routed = [d for d in routed if d.center_id is not None]
     warmup, decisions = routed[searches:], routed[:searches]
@@ -173,6 +207,17 @@ def format_core_report(report: CoreReport) -> str:
         f"{1e6 / warm.median_us:,.0f} decisions/s   (first pass, caches cold: "
         f"median {cold.median_us:.1f} µs)   target: median < 50 µs "
         f"[{'met' if warm.median_us < 50 else 'MISSED'}]",
+    ]
+    if report.rendering is not None and report.rendering.samples:
+        render = report.rendering
+        lines += [
+            "",
+            f"invite rendering (iCalendar + iMIP email + its bytes, {len(render.samples):,} "
+            "booked requests, caches cold at first)",
+            f"  median {render.median_us:8.1f} µs   p99 {render.p99_us:8.1f} µs   "
+            f"{1e6 / render.median_us:,.0f} invites/s on one core",
+        ]
+    lines += [
         "",
         "booking slot search, book() on InMemoryLedger (near future partly booked)",
         f"  {'ledger size':>12} {'median µs':>10} {'p99 µs':>10} {'× smallest':>11} "

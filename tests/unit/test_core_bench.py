@@ -59,7 +59,7 @@ def test_the_near_future_is_partly_booked_and_history_lies_before_it(
 
 def test_a_tiny_run_reports_every_size_and_a_verdict(shipped_directory: CenterDirectory) -> None:
     report = run_core_bench(shipped_directory, sizes=(1000, 4000), routing_requests=60,
-                            searches=20)
+                            searches=20, invites=30)
     result = report.to_json_dict()
 
     assert json.loads(json.dumps(result)) == result
@@ -68,8 +68,11 @@ def test_a_tiny_run_reports_every_size_and_a_verdict(shipped_directory: CenterDi
     assert result["routing_median_us"] > 0 and result["routing_per_s"] > 0
     assert result["log_size_ratio"] == pytest.approx(1.2007, abs=1e-3)
     assert isinstance(result["grows_logarithmically"], bool)
+    assert 20 <= result["invites_rendered"] <= 30  # the booked ones of the first 30
+    assert 0 < result["invite_render_median_us"] <= result["invite_render_p99_us"]
     text = format_core_report(report)
     assert "routing decision" in text and "4,000" in text and "log(size)" in text
+    assert f"{result['invites_rendered']} booked requests" in text
 
 
 @pytest.mark.parametrize(("small_us", "large_us", "verdict"), [
