@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from consumers.envelope import MAX_RECORD_BYTES, Emit, Origin, Unprocessable, encode
 from consumers.routing import route
-from scheduler.booking import JoinUrl, book, bookable_specialists
+from scheduler.booking import JoinUrl, book, first_choice_specialists
 from scheduler.delivery import DeliveryFailed, DeliveryReceipt, Invite, InviteDelivery
 from scheduler.delivery_retry import send_with_retry
 from scheduler.directory import CenterDirectory
@@ -42,6 +42,7 @@ from scheduler.request_store import (
     UnknownRequest,
     canonical_body_hash,
 )
+from scheduler.sql_ledger import LockedElsewhere
 from schemas.commands import parse_request_command
 from schemas.errors import InvalidMessage
 from schemas.events import (
@@ -211,13 +212,16 @@ class Booking:
                 ledger = within(conn)
                 to_book = [index for request_id, index in first.items()
                            if statuses.get(request_id) is RequestState.ROUTED]
-                ledger.reserve(bookable_specialists(
+                ledger.reserve(first_choice_specialists(
                     (decoded[index].decision for index in to_book), directory))
                 booked: dict[int, tuple[Advance, Emit]] = {}
                 for request_id, index in first.items():
                     status = statuses.get(request_id)
                     if status is RequestState.ROUTED:
-                        booked[index] = self._book(decoded[index], ledger, now, directory)
+                        try:
+                            booked[index] = self._book(decoded[index], ledger, now, directory)
+                        except LockedElsewhere:  # overflow to a center another batch holds
+                            batch.one_by_one.append(index)  # booked alone, after this commit
                     elif status is RequestState.BOOKED:
                         batch.one_by_one.append(index)  # a redelivery: re-emit if needed
                 self.store.advance_many(conn, [change for change, _ in booked.values()])

@@ -106,20 +106,18 @@ def book(decision: RoutingDecision, directory: CenterDirectory, ledger: BookingL
     return BookingOutcome(None, [Reason.NO_CAPACITY])
 
 
-def bookable_specialists(decisions: Iterable[RoutingDecision],
-                         directory: CenterDirectory) -> set[str]:
-    """Every specialist :func:`book` may record a meeting for, for any of these decisions: the
-    speakers of the decision's language at each center it would try. A ledger locks them up
-    front (see ``BatchLedger.reserve``)."""
+def first_choice_specialists(decisions: Iterable[RoutingDecision],
+                             directory: CenterDirectory) -> set[str]:
+    """Whom :func:`book` tries first for these decisions: the speakers of each decision's
+    language at its routed center. A batch reserves them before booking (see
+    ``BatchLedger.reserve``); the other candidates' speakers are needed only on overflow."""
     found: set[str] = set()
     for decision in decisions:
         if decision.center_id is None or decision.language is None:
             continue
-        for center_id in _centers_to_try(decision):
-            center = directory.by_id.get(center_id)
-            if center is not None:
-                found.update(s.id for s in center.specialists
-                             if decision.language in s.languages)
+        center = directory.by_id.get(decision.center_id)
+        if center is not None:
+            found.update(s.id for s in center.specialists if decision.language in s.languages)
     return found
 
 

@@ -66,7 +66,8 @@ class LockedElsewhere(Exception):
     """A batch needs a specialist it did not reserve, which another transaction holds.
 
     Waiting could deadlock (the batch already holds a later specialist in the lock order), so
-    the batch gives up at once; its caller books the records one at a time instead.
+    the insert is refused before anything is written; the batch's transaction stays usable,
+    and the booker books that record alone once the batch has committed.
     """
 
     def __init__(self, specialist_id: str) -> None:
@@ -210,13 +211,14 @@ class BatchLedger:
         self._last_locked = ""  # the highest id in ``_locked``
 
     def reserve(self, specialist_ids: Iterable[str]) -> None:
-        """Take the booking lock of every specialist the batch may book, before booking any.
+        """Take these specialists' booking locks now, in ascending id order.
 
         PostgreSQL: a batch holds each specialist's lock until it commits. Taken one by one as
-        the batch books, two workers' batches took them in different orders (one worker's
-        fallback center is another's own) and deadlocked, and PostgreSQL only noticed after
-        ``deadlock_timeout`` (1 s): a whole batch late. Taken up front in one order, they
-        cannot deadlock; two batches that may book the same specialists take turns.
+        the batch booked, two workers' batches took them in different orders (one worker's
+        overflow center is another's own) and deadlocked, and PostgreSQL only noticed after
+        ``deadlock_timeout`` (1 s): a whole batch late. The booker reserves the specialists
+        its batch tries first (its own centers'); any other it needs later is waited for only
+        in the same order, else taken only if free (see :meth:`record`).
         """
         wanted = [sid for sid in specialist_ids if sid not in self._locked]
         if not wanted:
@@ -246,6 +248,8 @@ class BatchLedger:
         return {sid: self._spans[sid] for sid in ids}
 
     def record(self, meeting: Meeting) -> Meeting:
+        """As the protocol says; also raise :class:`LockedElsewhere`, having changed nothing,
+        when the specialist was not reserved and another transaction holds it."""
         if meeting.end <= meeting.start:
             raise ValueError(f"meeting for {meeting.request_id} ends before it starts")
         self._lock(meeting.specialist_id)  # outside the savepoint, whose rollback would free it

@@ -27,7 +27,7 @@ from scheduler.directory_source import DirectorySource
 from scheduler.invite_log import InviteLog
 from scheduler.outbox import OutboxDelivery
 from scheduler.request_store import RequestState, RequestStore
-from scheduler.sql_ledger import SqlBookingLedger
+from scheduler.sql_ledger import LockedElsewhere, SqlBookingLedger
 from services.bootstrap import join_url
 from services.sample_requests import sample_requests
 
@@ -219,6 +219,39 @@ def test_the_booker_skips_what_changed_and_re_emits_a_redelivered_booking(
     with engine.connect() as conn:
         assert conn.execute(select(meetings.c.request_id)
                             .where(meetings.c.status == "active")).scalars().all().__len__() == 2
+
+
+def test_a_booking_that_meets_another_batchs_lock_is_booked_alone_after_the_batch(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``LockedElsewhere`` (an overflow center's specialist held by another worker's batch)
+    sets that record aside; the rest of the batch commits, then it is booked on its own."""
+    line = Line(engine, tmp_path / "outbox")
+    routed = [e.value for v in mix(4) for e in line.submission.handle(v, Origin("t", 0, 0))]
+    held_up = json.loads(routed[1])["request"]["request_id"]
+    real_within = SqlBookingLedger.within
+
+    def within(ledger: SqlBookingLedger, conn: Any) -> Any:
+        batch = real_within(ledger, conn)
+        real_record = batch.record
+
+        def record(meeting: Any) -> Any:
+            if meeting.request_id == held_up:
+                raise LockedElsewhere(meeting.specialist_id)
+            return real_record(meeting)
+
+        batch.record = record
+        return batch
+
+    monkeypatch.setattr(SqlBookingLedger, "within", within)
+    line.one_by_one["booking"] = 0
+
+    outcomes = line.booking.handle_batch([(v, Origin("r", 0, n)) for n, v in enumerate(routed)])
+
+    assert [[e.topic for e in _emits(o)] for o in outcomes] == [["meetings_booked"]] * 4
+    assert line.one_by_one["booking"] == 1
+    state = database_state(engine)
+    assert [status for _, status, _ in state["requests"]] == ["booked"] * 4
+    assert len([m for m in state["meetings"] if m[-1] == "active"]) == 4
 
 
 @dataclass
