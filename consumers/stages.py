@@ -214,6 +214,7 @@ class Booking:
                            if statuses.get(request_id) is RequestState.ROUTED]
                 ledger.reserve(first_choice_specialists(
                     (decoded[index].decision for index in to_book), directory))
+                ledger.read_meetings(decoded[index].request.request_id for index in to_book)
                 booked: dict[int, tuple[Advance, Emit]] = {}
                 for request_id, index in first.items():
                     status = statuses.get(request_id)

@@ -12,7 +12,7 @@ import random
 import time
 from bisect import insort
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, Row, Select, insert, select, update
@@ -33,6 +33,8 @@ _EXCLUSION_VIOLATION = "23P01"  # PostgreSQL SQLSTATE
 _UNIQUE_VIOLATION = "23505"
 _RETRYABLE = {"40P01", "40001"}  # deadlock detected, serialization failure
 _ATTEMPTS = 16
+#: How far past the asked window a batch reads a schedule (see ``BatchLedger.schedules``).
+READ_AHEAD = timedelta(days=1)
 
 
 def _utc_now() -> datetime:
@@ -209,6 +211,20 @@ class BatchLedger:
         self._covered: dict[str, tuple[datetime, datetime]] = {}
         self._locked: set[str] = set()
         self._last_locked = ""  # the highest id in ``_locked``
+        self._meetings: dict[str, Meeting | None] = {}  # request id -> active meeting, as read
+
+    def read_meetings(self, request_ids: Iterable[str]) -> None:
+        """Read the active meetings of these requests in one query; :meth:`meeting_for` then
+        answers them from memory (one round trip per batch, not per booking). The batch's own
+        records and releases keep the answers current; another transaction booking one of
+        them meanwhile is refused by the database, and that refusal reads again."""
+        ids = [rid for rid in request_ids if rid not in self._meetings]
+        if not ids:
+            return
+        found = {row.request_id: _meeting(row) for row in self._conn.execute(
+            select(meetings).where(meetings.c.request_id.in_(ids),
+                                   meetings.c.status == "active"))}
+        self._meetings.update((rid, found.get(rid)) for rid in ids)
 
     def reserve(self, specialist_ids: Iterable[str]) -> None:
         """Take these specialists' booking locks now, in ascending id order.
@@ -232,17 +248,27 @@ class BatchLedger:
         self._last_locked = max(self._last_locked, ordered[-1])
 
     def meeting_for(self, request_id: str) -> Meeting | None:
+        if request_id in self._meetings:
+            return self._meetings[request_id]
+        return self._read_meeting(request_id)
+
+    def _read_meeting(self, request_id: str) -> Meeting | None:
         row = self._conn.execute(_active_meeting(request_id)).first()
         return None if row is None else _meeting(row)
 
     def schedules(self, specialist_ids: Iterable[str], start: datetime,
                   end: datetime) -> dict[str, list[Span]]:
-        """Busy spans of each specialist; at least all that overlap [start, end), sorted."""
+        """Busy spans of each specialist; at least all that overlap [start, end), sorted.
+
+        A read reaches :data:`READ_AHEAD` past ``end``: the batch's next requests search
+        windows a little later than this one's, and then need no read of their own.
+        """
         ids = list(specialist_ids)
         missing = [sid for sid in ids if not self._covers(sid, start, end)]
         if missing:
             low = min([start, *(self._covered[s][0] for s in missing if s in self._covered)])
-            high = max([end, *(self._covered[s][1] for s in missing if s in self._covered)])
+            high = max([end + READ_AHEAD,
+                        *(self._covered[s][1] for s in missing if s in self._covered)])
             self._spans.update(_read_schedules(self._conn, missing, low, high))
             self._covered.update((sid, (low, high)) for sid in missing)
         return {sid: self._spans[sid] for sid in ids}
@@ -257,7 +283,8 @@ class BatchLedger:
             with self._conn.begin_nested():
                 _insert_meeting(self._conn, meeting, self._clock())
         except IntegrityError as exc:
-            refusal = _refusal(exc, meeting, self.meeting_for)
+            self._meetings.pop(meeting.request_id, None)  # what the database holds now
+            refusal = _refusal(exc, meeting, self._read_meeting)
             if refusal is None or isinstance(refusal, _Retry):
                 raise
             if isinstance(refusal, SpecialistBusy):
@@ -265,6 +292,8 @@ class BatchLedger:
             raise refusal from exc
         if meeting.specialist_id in self._spans:
             insort(self._spans[meeting.specialist_id], (meeting.start, meeting.end))
+        if meeting.request_id in self._meetings:
+            self._meetings[meeting.request_id] = meeting
         return meeting
 
     def release(self, request_id: str) -> Meeting | None:
@@ -273,6 +302,8 @@ class BatchLedger:
             .where(meetings.c.request_id == request_id, meetings.c.status == "active")
             .values(status="cancelled", updated_at=self._clock())
             .returning(*meetings.c)).first()
+        if request_id in self._meetings:
+            self._meetings[request_id] = None
         if row is None:
             return None
         self._forget(row.specialist_id)
@@ -284,7 +315,10 @@ class BatchLedger:
             .where(meetings.c.request_id == request_id, meetings.c.status == "active")
             .values(join_url=join_url, updated_at=self._clock())
             .returning(*meetings.c)).first()
-        return None if row is None else _meeting(row)
+        meeting = None if row is None else _meeting(row)
+        if request_id in self._meetings:
+            self._meetings[request_id] = meeting
+        return meeting
 
     def _covers(self, specialist_id: str, start: datetime, end: datetime) -> bool:
         covered = self._covered.get(specialist_id)

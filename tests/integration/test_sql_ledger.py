@@ -116,12 +116,62 @@ def test_a_batch_reads_each_schedule_once_and_sees_its_own_meetings(engine: Engi
             assert busy(batch, ["tpe-01", "tpe-02"], at("08:00"), at("12:00")) == {
                 "tpe-01": [(at("09:00"), at("10:00"))], "tpe-02": [(at("09:00"), at("10:00"))]}
             assert len(selects) == reads_after_first  # served from the batch's own copy
+            busy(batch, ["tpe-01", "tpe-02"], at("10:00"), at("23:00") + timedelta(hours=12))
+            assert len(selects) == reads_after_first  # a later window, within the read-ahead
             busy(batch, ["tpe-01"], at("00:00"), DAY + timedelta(days=2))  # wider: read again
             assert len(selects) == reads_after_first + 1
         finally:
             event.remove(engine, "before_cursor_execute", count)
     assert busy(SqlBookingLedger(engine), ["tpe-01"], at("00:00"), at("23:00")) == \
         {"tpe-01": [(at("09:00"), at("10:00"))]}
+
+
+@pytest.mark.parametrize("database_url", DIALECTS, indirect=True)
+def test_a_batch_reads_its_requests_meetings_once_and_keeps_them_current(
+        engine: Engine) -> None:
+    SqlBookingLedger(engine).record(meeting("r0", at("08:00"), at("09:00")))
+    selects: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM meetings" in statement:
+            selects.append(statement)
+
+    with engine.begin() as conn:
+        batch = SqlBookingLedger(engine).within(conn)
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            batch.read_meetings(["r0", "r1", "r2"])
+            assert len(selects) == 1
+            r0 = batch.meeting_for("r0")
+            assert r0 is not None and r0.start == at("08:00")
+            assert batch.meeting_for("r1") is None
+            r1 = batch.record(meeting("r1", at("09:00"), at("10:00")))
+            assert batch.meeting_for("r1") == r1
+            batch.set_join_url("r1", "https://meet.example.com/r1")
+            assert batch.meeting_for("r1").join_url == "https://meet.example.com/r1"
+            assert batch.release("r0") is not None
+            assert batch.meeting_for("r0") is None
+            assert len(selects) == 1  # every answer from memory
+            assert batch.meeting_for("elsewhere") is None
+            assert len(selects) == 2  # a request it did not read: asked
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.postgres
+def test_a_request_booked_elsewhere_after_the_read_is_refused_with_that_meeting(
+        engine: Engine) -> None:
+    with engine.begin() as conn:
+        batch = SqlBookingLedger(engine).within(conn)
+        batch.read_meetings(["r1"])
+        elsewhere = SqlBookingLedger(engine).record(
+            meeting("r1", at("09:00"), at("10:00"), "tpe-02"))
+        assert batch.meeting_for("r1") is None  # as read
+        with pytest.raises(RequestAlreadyBooked) as refused:
+            batch.record(meeting("r1", at("11:00"), at("12:00")))
+        assert refused.value.existing == elsewhere
+        assert batch.meeting_for("r1") == elsewhere  # read again after the refusal
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
