@@ -10,6 +10,7 @@ import multiprocessing
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import pairwise
 
@@ -96,18 +97,27 @@ def ledger(request: pytest.FixtureRequest,
     engine.dispose()
 
 
-@pytest.mark.parametrize("database_url", DIALECTS, indirect=True)
-def test_a_batch_reads_each_schedule_once_and_sees_its_own_meetings(engine: Engine) -> None:
+@contextmanager
+def meeting_selects(engine: Engine) -> Iterator[list[str]]:
+    """The SELECTs from the meetings table the engine runs inside the block."""
     selects: list[str] = []
 
     def count(conn: object, cursor: object, statement: str, *args: object) -> None:
         if statement.lstrip().upper().startswith("SELECT") and "FROM meetings" in statement:
             selects.append(statement)
 
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield selects
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+@pytest.mark.parametrize("database_url", DIALECTS, indirect=True)
+def test_a_batch_reads_each_schedule_once_and_sees_its_own_meetings(engine: Engine) -> None:
     with engine.begin() as conn:
         batch = SqlBookingLedger(engine).within(conn)
-        event.listen(engine, "before_cursor_execute", count)
-        try:
+        with meeting_selects(engine) as selects:
             assert busy(batch, ["tpe-01", "tpe-02"], at("00:00"), at("23:00")) == \
                 {"tpe-01": [], "tpe-02": []}
             batch.record(meeting("r1", at("09:00"), at("10:00")))
@@ -120,8 +130,6 @@ def test_a_batch_reads_each_schedule_once_and_sees_its_own_meetings(engine: Engi
             assert len(selects) == reads_after_first  # a later window, within the read-ahead
             busy(batch, ["tpe-01"], at("00:00"), DAY + timedelta(days=2))  # wider: read again
             assert len(selects) == reads_after_first + 1
-        finally:
-            event.remove(engine, "before_cursor_execute", count)
     assert busy(SqlBookingLedger(engine), ["tpe-01"], at("00:00"), at("23:00")) == \
         {"tpe-01": [(at("09:00"), at("10:00"))]}
 
@@ -130,16 +138,9 @@ def test_a_batch_reads_each_schedule_once_and_sees_its_own_meetings(engine: Engi
 def test_a_batch_reads_its_requests_meetings_once_and_keeps_them_current(
         engine: Engine) -> None:
     SqlBookingLedger(engine).record(meeting("r0", at("08:00"), at("09:00")))
-    selects: list[str] = []
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "FROM meetings" in statement:
-            selects.append(statement)
-
     with engine.begin() as conn:
         batch = SqlBookingLedger(engine).within(conn)
-        event.listen(engine, "before_cursor_execute", count)
-        try:
+        with meeting_selects(engine) as selects:
             batch.read_meetings(["r0", "r1", "r2"])
             assert len(selects) == 1
             r0 = batch.meeting_for("r0")
@@ -154,8 +155,6 @@ def test_a_batch_reads_its_requests_meetings_once_and_keeps_them_current(
             assert len(selects) == 1  # every answer from memory
             assert batch.meeting_for("elsewhere") is None
             assert len(selects) == 2  # a request it did not read: asked
-        finally:
-            event.remove(engine, "before_cursor_execute", count)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -177,17 +176,29 @@ def test_a_request_booked_elsewhere_after_the_read_is_refused_with_that_meeting(
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 @pytest.mark.postgres
 def test_a_batch_that_loses_a_slot_to_another_worker_reads_again(engine: Engine) -> None:
+    statements: list[str] = []
+
+    def keep(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
     with engine.begin() as conn:
         batch = SqlBookingLedger(engine).within(conn)
         assert busy(batch, ["tpe-01"], at("00:00"), at("23:00")) == {"tpe-01": []}
         SqlBookingLedger(engine).record(meeting("elsewhere", at("09:00"), at("10:00")))
-        with pytest.raises(SpecialistBusy):
-            batch.record(meeting("r1", at("09:30"), at("10:30")))
-        # the refused insert left the batch usable, and its copy of tpe-01 fresh
-        assert busy(batch, ["tpe-01"], at("00:00"), at("23:00")) == \
-            {"tpe-01": [(at("09:00"), at("10:00"))]}
-        batch.record(meeting("r1", at("10:00"), at("11:00")))
+        event.listen(engine, "before_cursor_execute", keep)
+        try:
+            with pytest.raises(SpecialistBusy):
+                batch.record(meeting("r1", at("09:30"), at("10:30")))
+            # the refused insert left the batch usable, and its copy of tpe-01 fresh
+            assert busy(batch, ["tpe-01"], at("00:00"), at("23:00")) == \
+                {"tpe-01": [(at("09:00"), at("10:00"))]}
+            batch.record(meeting("r1", at("10:00"), at("11:00")))
+        finally:
+            event.remove(engine, "before_cursor_execute", keep)
     assert SqlBookingLedger(engine).meeting_for("r1") is not None
+    # ON CONFLICT DO NOTHING, not a savepoint per insert
+    assert [s for s in statements if "SAVEPOINT" in s.upper()] == []
+    assert sum("ON CONFLICT DO NOTHING" in s for s in statements) == 2
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
