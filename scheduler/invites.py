@@ -249,13 +249,18 @@ class _HeaderClasses(HeaderRegistry):
     ``Content-Transfer-Encoding`` and ``Content-Disposition`` (set, then read and set again by
     ``set_param``), ``MIME-Version``, the center's ``From``. Parsing them was a quarter of a
     worker's time, so a header built from a string is kept, by its exact name and value, and
-    given to every message that sets the same; headers built from objects (addresses) are not.
+    given to every message that sets the same; headers built from objects (addresses) are not,
+    nor the headers whose value is new in every invite (:data:`_NEVER_SHARED`). The rest are
+    kept least recently used first out, :data:`_PARSED_MAX` at most: the shared ones are used
+    by every invite and stay, the few other unique values (the boundaries' ``Content-Type``)
+    pass through soon.
     """
 
     def __init__(self) -> None:
         super().__init__(base_class=_SharedHeader)
         self._classes: dict[str, type[BaseHeader]] = {}
-        self._parsed: dict[tuple[str, str], BaseHeader] = {}
+        self._parsed: OrderedDict[tuple[str, str], BaseHeader] = OrderedDict()
+        self._parsed_lock = threading.Lock()
 
     def __getitem__(self, name: str) -> type[BaseHeader]:
         key = name.lower()
@@ -265,21 +270,28 @@ class _HeaderClasses(HeaderRegistry):
         return cls
 
     def __call__(self, name: str, value: object) -> BaseHeader:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or name.lower() in _NEVER_SHARED:
             return super().__call__(name, value)
         key = (name, value)
-        header = self._parsed.get(key)
-        if header is None:
-            header = super().__call__(name, value)
-            if len(self._parsed) >= _PARSED_MAX:
-                self._parsed.clear()  # unique values (Subject, Date...) churn through; rebuilt
+        with self._parsed_lock:
+            header = self._parsed.get(key)
+            if header is not None:
+                self._parsed.move_to_end(key)
+                return header
+        header = super().__call__(name, value)
+        with self._parsed_lock:
             self._parsed[key] = header
+            if len(self._parsed) > _PARSED_MAX:
+                self._parsed.popitem(last=False)
         return header
 
 
-#: Headers kept by :class:`_HeaderClasses`; an invite adds about eight of its own (dates,
-#: subject, boundaries), so the shared ones are parsed again every few hundred invites.
-_PARSED_MAX = 4096
+#: Headers kept by :class:`_HeaderClasses`. An invite shares about a dozen and brings two
+#: of its own (the boundaries); a small cache keeps allocations short-lived (a 4,096-entry
+#: cache emptied when full held thousands of dead parse trees at a time).
+_PARSED_MAX = 256
+#: Header names whose value is new in every invite: never worth keeping.
+_NEVER_SHARED = frozenset({"subject", "date", "message-id"})
 
 #: ``email.policy.SMTP`` in every respect but the header factory above.
 _POLICY = SMTP.clone(header_factory=_HeaderClasses())

@@ -509,15 +509,28 @@ def test_shared_headers_change_no_byte_of_the_email() -> None:
 
 
 def test_a_shared_header_folds_for_each_policy_on_its_own() -> None:
-    subject = "FastTrack: Onboarding meeting with the Taipei center, Monday 2 March 09:00 (Taipei)"
-    header = invites._POLICY.header_factory("Subject", subject)
+    text = "FastTrack: Onboarding meeting with the Taipei center, Monday 2 March 09:00 (Taipei)"
+    header = invites._POLICY.header_factory("Content-Description", text)
     narrow = policy.SMTP.clone(max_line_length=40)
-    plain = policy.SMTP.header_factory("Subject", subject)
+    plain = policy.SMTP.header_factory("Content-Description", text)
     assert header.fold(policy=policy.SMTP) == plain.fold(policy=policy.SMTP)
     assert header.fold(policy=narrow) == plain.fold(policy=narrow)
     assert header.fold(policy=narrow) != header.fold(policy=policy.SMTP)
     assert header.fold(policy=policy.SMTP.clone(linesep="\n")).endswith("\n")
-    assert invites._POLICY.header_factory("Subject", subject) is header
+    assert invites._POLICY.header_factory("Content-Description", text) is header
+
+
+def test_kept_headers_are_few_and_the_shared_ones_stay() -> None:
+    registry = invites._POLICY.header_factory
+    registry._parsed.clear()
+    shared = registry("MIME-Version", "1.0")
+    for n in range(3 * invites._PARSED_MAX):
+        registry("Content-Type", f'multipart/mixed; boundary="=_mixed_{n}"')  # one per invite
+        assert registry("MIME-Version", "1.0") is shared  # used by every invite: kept
+    assert len(registry._parsed) == invites._PARSED_MAX
+    subject = "Invitation: Microsoft 365 FastTrack"
+    assert registry("Subject", subject) is not registry("Subject", subject)  # never kept
+    assert ("Subject", subject) not in registry._parsed
 
 
 def test_an_invite_with_an_unusual_uid_is_read_back_from_its_bytes() -> None:
