@@ -188,7 +188,7 @@ class Booking:
         if status is None or status.status not in (RequestState.ROUTED, RequestState.BOOKED):
             return []  # unknown here, finished, cancelled or escalated: nothing to do
         now = self.clock()
-        change, emit = self._book(routed, self.ledger, now)
+        change, emit = self._book(routed, self.ledger, now, self.directory())
         self.store.advance(change.request_id, change.status, now, change.detail,
                            change.center_id)
         return [emit]
@@ -240,9 +240,9 @@ class Booking:
         return batch.finish(self.handle)
 
     def _book(self, routed: RequestRouted, ledger: BookingLedger, now: datetime,
-              directory: CenterDirectory | None = None) -> tuple[Advance, Emit]:
+              directory: CenterDirectory) -> tuple[Advance, Emit]:
         request, decision = routed.request, routed.decision
-        outcome = book(decision, directory or self.directory(), ledger, join_url=self.join_url)
+        outcome = book(decision, directory, ledger, join_url=self.join_url)
         if outcome.meeting is None:
             return escalation(request, "booking", outcome.reasons, now, decision)
         meeting = outcome.meeting

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, Row, Select, Table, insert, select, update
+from sqlalchemy import Connection, Engine, Row, Select, insert, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -297,7 +297,7 @@ class BatchLedger:
         specialist); a conflicting row another transaction has not committed yet is waited
         for. Nothing inserted: the request's meeting, if it has one, else the specialist."""
         inserted = self._conn.execute(
-            _insert_statement(meeting, self._clock(), postgresql.insert)
+            postgresql.insert(meetings).values(_meeting_row(meeting, self._clock()))
             .on_conflict_do_nothing().returning(meetings.c.id)).first()
         if inserted is not None:
             return
@@ -395,14 +395,14 @@ def _read_schedules(conn: Connection, specialist_ids: Iterable[str], start: date
 
 def _insert_meeting(conn: Connection, meeting: Meeting, now: datetime) -> None:
     """Insert the meeting; the caller holds the specialist's lock."""
-    conn.execute(_insert_statement(meeting, now, insert))
+    conn.execute(insert(meetings).values(_meeting_row(meeting, now)))
 
 
-def _insert_statement(meeting: Meeting, now: datetime, make: Callable[[Table], Any]) -> Any:
-    return make(meetings).values(
-        request_id=meeting.request_id, center_id=meeting.center_id,
-        specialist_id=meeting.specialist_id, language=meeting.language,
-        start_utc=meeting.start, end_utc=meeting.end, revision=meeting.revision,
-        uid=meeting.uid, join_url=meeting.join_url, status="active",
-        created_at=now, updated_at=now,
-    )
+def _meeting_row(meeting: Meeting, now: datetime) -> dict[str, Any]:
+    return {
+        "request_id": meeting.request_id, "center_id": meeting.center_id,
+        "specialist_id": meeting.specialist_id, "language": meeting.language,
+        "start_utc": meeting.start, "end_utc": meeting.end, "revision": meeting.revision,
+        "uid": meeting.uid, "join_url": meeting.join_url, "status": "active",
+        "created_at": now, "updated_at": now,
+    }

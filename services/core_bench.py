@@ -3,11 +3,11 @@
 Three questions: how long one routing decision takes over the realistic request mix with the
 default directory, how long the notifier takes to render one invite (the iCalendar invite, the
 iMIP email around it and the email's bytes, as the outbox writes them), and how the booking
-slot search (``book()`` on an :class:`InMemoryLedger`)
-grows with the size of the ledger. The ledgers are prefilled to each size with meetings spread
-over every specialist and years of past business days, plus the same partly booked near future
-(the first days full, the next one half full) so that every size asks ``book()`` for the same
-search and only the ledger's size differs. The search must grow no faster than log(size).
+slot search (``book()`` on an :class:`InMemoryLedger`) grows with the size of the ledger.
+The ledgers are prefilled to each size with meetings spread over every specialist and years of
+past business days, plus the same partly booked near future (the first days full, the next one
+half full) so that every size asks ``book()`` for the same search and only the ledger's size
+differs. The search must grow no faster than log(size).
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def time_booking(ledger: InMemoryLedger, directory: CenterDirectory,
 def run_core_bench(directory: CenterDirectory, *, sizes: tuple[int, ...] = DEFAULT_SIZES,
                    routing_requests: int = 2000, searches: int = 500, invites: int = 1000,
                    progress: Callable[[str], None] | None = None) -> CoreReport:
-    """Time routing and the booking search at each ledger size."""
+    """Time routing, invite rendering, and the booking search at each ledger size."""
     say = progress or (lambda text: None)
     requests = sample_help_requests(routing_requests, SEARCH_FROM - timedelta(hours=1))
     say(f"routing {len(requests)} requests twice")

@@ -277,7 +277,7 @@ def test_a_batch_gives_up_rather_than_wait_for_a_lock_out_of_order(engine: Engin
         [False, True, True, True, True]
 
 
-def test_a_batch_reserves_nothing_it_holds_already_and_keeps_its_order(
+def test_reserving_on_sqlite_takes_no_lock_and_never_refuses(
         new_database: Callable[[str], str]) -> None:
     """SQLite serialises writers itself: reserving takes no lock there and never refuses."""
     engine = create_engine_for(new_database("sqlite"))
