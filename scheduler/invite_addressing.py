@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
-from email.policy import SMTP, default
+from email.policy import EmailPolicy, Policy, default
+from typing import Any, cast
 
 from scheduler.directory import Center, Specialist
 from scheduler.invite_values import InvalidInvite, header_text, valid_email
@@ -77,25 +78,40 @@ def _set_addresses(message: EmailMessage, name: str, addresses: list[Address]) -
     comma between two addresses: either would change who receives the message. Specials are
     kept out of names (the CN keeps them), and whatever still does not survive the round trip
     goes without display names.
+
+    The header is built from its text, the addresses as the email package writes them
+    (``Name <user@domain>, ...``), so the policy's registry can share the From that every
+    invite of a center sets (:mod:`scheduler.invites`).
     """
-    message[name] = addresses
-    key = (name, tuple((a.display_name, a.username, a.domain) for a in addresses))
-    survives = _SURVIVES.get(key)
-    if survives is None:
-        folded = SMTP.fold_binary(name, message[name])
-        parsed = BytesHeaderParser(policy=default).parsebytes(folded)[name]
-        expected = [(a.display_name, a.addr_spec) for a in addresses]
-        survives = [(a.display_name, a.addr_spec) for a in parsed.addresses] == expected
-        if len(_SURVIVES) >= _SURVIVES_MAX:
-            _SURVIVES.clear()
-        _SURVIVES[key] = survives
-    if not survives:
-        del message[name]
-        message[name] = [Address(username=a.username, domain=a.domain) for a in addresses]
+    factory = cast(EmailPolicy, message.policy).header_factory  # EmailMessage's own kind
+    header = factory(name, ", ".join(str(address) for address in addresses))
+    if not _reads_back(header, addresses, message.policy):
+        header = factory(name, ", ".join(
+            str(Address(username=a.username, domain=a.domain)) for a in addresses))
+    message[name] = header
 
 
-#: Whether a header (name, addresses as (display name, user, domain)) survived the round trip:
-#: the same header always folds and parses back the same way, and the center's From is the same
-#: for every invite it sends.
-_SURVIVES: dict[tuple[str, tuple[tuple[str, str, str], ...]], bool] = {}
-_SURVIVES_MAX = 1024
+def _reads_back(header: Any, addresses: list[Address], policy: Policy) -> bool:
+    """Whether ``header``, folded by ``policy``, parses back as exactly ``addresses``.
+
+    Building the header parsed its text, so its addresses say whether the text reads back.
+    When the folder only broke lines at the text's own spaces, unfolding the header gives
+    that text again (RFC 5322 unfolding removes a line break before white space): nothing
+    more to check, and the fold is the one the generator writes (a shared header keeps its
+    folds). Anything else the folder did (quoted, encoded, broke a word) is read back with
+    the parser.
+    """
+    expected = [(a.display_name, a.addr_spec) for a in addresses]
+    if [(a.display_name, a.addr_spec) for a in header.addresses] != expected:
+        return False
+    name = header.name
+    folded = policy.fold_binary(name, header)
+    unfolded = _LINE_BREAK_BEFORE_SPACE.sub(b"", folded)
+    if unfolded == f"{name}: {header}{policy.linesep}".encode("utf-8", "replace"):
+        return True
+    parsed = BytesHeaderParser(policy=default).parsebytes(folded)[name]
+    return [(a.display_name, a.addr_spec) for a in parsed.addresses] == expected
+
+
+#: A fold: the line break itself, not the white space that follows it.
+_LINE_BREAK_BEFORE_SPACE = re.compile(rb"\r?\n(?=[ \t])")

@@ -249,8 +249,8 @@ class _HeaderClasses(HeaderRegistry):
     ``Content-Transfer-Encoding`` and ``Content-Disposition`` (set, then read and set again by
     ``set_param``), ``MIME-Version``, the center's ``From``. Parsing them was a quarter of a
     worker's time, so a header built from a string is kept, by its exact name and value, and
-    given to every message that sets the same; headers built from objects (addresses) are not,
-    nor the headers whose value is new in every invite (:data:`_NEVER_SHARED`). The rest are
+    given to every message that sets the same; headers built from objects are not, nor the
+    headers whose value is new in every invite (:data:`_NEVER_SHARED`). The rest are
     kept least recently used first out, :data:`_PARSED_MAX` at most: the shared ones are used
     by every invite and stay, the few other unique values (the boundaries' ``Content-Type``)
     pass through soon.
@@ -290,8 +290,9 @@ class _HeaderClasses(HeaderRegistry):
 #: of its own (the boundaries); a small cache keeps allocations short-lived (a 4,096-entry
 #: cache emptied when full held thousands of dead parse trees at a time).
 _PARSED_MAX = 256
-#: Header names whose value is new in every invite: never worth keeping.
-_NEVER_SHARED = frozenset({"subject", "date", "message-id"})
+#: Header names whose value is new in every invite: never worth keeping (``To`` names the
+#: requester).
+_NEVER_SHARED = frozenset({"subject", "date", "message-id", "to"})
 
 #: ``email.policy.SMTP`` in every respect but the header factory above.
 _POLICY = SMTP.clone(header_factory=_HeaderClasses())
