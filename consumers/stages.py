@@ -216,6 +216,7 @@ class Booking:
                     (decoded[index].decision for index in to_book), directory))
                 ledger.read_meetings(decoded[index].request.request_id for index in to_book)
                 booked: dict[int, tuple[Advance, Emit]] = {}
+                set_aside = 0
                 for request_id, index in first.items():
                     status = statuses.get(request_id)
                     if status is RequestState.ROUTED:
@@ -223,6 +224,7 @@ class Booking:
                             booked[index] = self._book(decoded[index], ledger, now, directory)
                         except LockedElsewhere:  # overflow to a center another batch holds
                             batch.one_by_one.append(index)  # booked alone, after this commit
+                            set_aside += 1
                     elif status is RequestState.BOOKED:
                         batch.one_by_one.append(index)  # a redelivery: re-emit if needed
                 self.store.advance_many(conn, [change for change, _ in booked.values()])
@@ -231,6 +233,9 @@ class Booking:
                         error=type(exc).__name__)
             batch.one_by_one.extend(first.values())
         else:
+            if set_aside:
+                log.info("bookings_set_aside", stage="booker", records=set_aside,
+                         reason="locked_elsewhere")
             for index in first.values():
                 outcome = booked.get(index)
                 if outcome is not None:

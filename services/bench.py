@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -113,6 +113,7 @@ class PipelineRun:
     rss_kib: list[tuple[float, list[int]]] = field(default_factory=list)
     paced_offered_per_s: float = 0.0  # what the open-loop run offered
     paced_fixed: bool = False  # offered at --paced-rate, not at half of max_per_s
+    fallbacks: Counter[str] = field(default_factory=Counter)  # see _Pipeline.fallbacks
 
 
 @dataclass
@@ -422,6 +423,12 @@ class _Phase:
     submitted_ns: dict[str, int] = field(default_factory=dict)
 
 
+#: Worker log events that mean a record left the batch's fast path (consumers/stages.py).
+_FALLBACK_EVENTS = {"batch_one_by_one": "batches one by one",
+                    "batch_record_one_by_one": "batches recorded one by one",
+                    "bookings_set_aside": "bookings set aside (another batch's lock)"}
+
+
 class _Pipeline:
     """Worker processes against one database and outbox, and how to watch them finish."""
 
@@ -514,6 +521,9 @@ class _Pipeline:
                 result[rid].setdefault(status, at)
         return result
 
+    def fallbacks(self) -> Counter[str]:
+        return fallback_counts(log for _, log in self.processes)
+
     def cpu_seconds(self) -> float:
         """User + system CPU time of all workers so far (Linux ``/proc``; 0 elsewhere)."""
         return sum(_cpu_seconds(pid) for pid in self.pids)
@@ -586,6 +596,7 @@ def measure_pipeline(kafka: KafkaSettings, settings: Settings, directory: Center
         if soak_seconds > 0:
             result.rss_kib = _soak(pipeline, producer, topics, SOAK_FRACTION * max_rate,
                                    soak_seconds)
+        result.fallbacks = pipeline.fallbacks()
         return result
     finally:
         producer.close()
@@ -771,6 +782,8 @@ def format_report(report: BenchReport) -> str:
               f"(all stages, all workers)", "outcomes: " + "; ".join(
         f"{phase} " + ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
         for phase, counts in run.outcomes.items())]
+    lines.append("left the batch path: " + ("; ".join(
+        f"{what} {n}" for what, n in sorted(run.fallbacks.items())) or "never"))
     if run.rss_kib:
         lines.append("worker RSS (MiB): " + " → ".join(
             "/".join(f"{kib / 1024:.0f}" for kib in sample) for _, sample in run.rss_kib))
@@ -778,6 +791,25 @@ def format_report(report: BenchReport) -> str:
 
 
 # ------------------------------------------------------------------------ helpers
+
+
+def fallback_counts(logs: Iterable[Path]) -> Counter[str]:
+    """How often the workers left the batch path, from their logs: batches (or a batch's
+    records) done one by one after a failed transaction, by stage, and bookings set aside
+    because another worker's batch held a specialist they needed (one event per batch)."""
+    found: Counter[str] = Counter()
+    for log in logs:
+        with contextlib.suppress(FileNotFoundError), log.open(errors="replace") as lines:
+            for line in lines:
+                if "{" not in line or not any(name in line for name in _FALLBACK_EVENTS):
+                    continue
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line[line.index("{"):])
+                    name = event.get("event")
+                    if name in _FALLBACK_EVENTS:
+                        found[f"{event.get('stage', '?')}: {_FALLBACK_EVENTS[name]}"] += \
+                            event.get("records", 1) if name == "bookings_set_aside" else 1
+    return found
 
 
 def _announced(log: Path) -> list[int] | None:

@@ -65,9 +65,32 @@ def test_the_human_report_names_both_rates_the_ratio_and_the_stages(
                      "where the time goes", "submitted → intake start",
                      "notifier start → invite written", "outcomes: flood 30 ",
                      "open loop at 20.0/s (fixed by --paced-rate)",
-                     "(target p99 < 500 ms: no verdict: not at half of max)"):
+                     "(target p99 < 500 ms: no verdict: not at half of max)",
+                     "left the batch path: "):
         assert expected in text
     assert list((settings.var_dir / "bench").glob("*/worker-2.log"))
+
+
+def test_fallbacks_are_counted_from_the_worker_logs(tmp_path: Path) -> None:
+    """The workers' own log lines (Faust's prefix, then structlog's JSON), other lines
+    ignored, a damaged one skipped."""
+    prefix = "[2026-11-24 07:08:46,242] [6808] [WARNING] "
+    logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
+    logs[0].write_text("\n".join([
+        prefix + '{"stage": "booker", "records": 3, "reason": "locked_elsewhere", '
+                 '"event": "bookings_set_aside", "level": "info"}',
+        prefix + '{"stage": "booker", "records": 40, "error": "OperationalError", '
+                 '"event": "batch_one_by_one", "level": "warning"}',
+        prefix + '{"topic": "t", "partitions": [1], "event": "partitions_assigned"}',
+        prefix + '{"stage": "notifier", "event": "batch_one_by_one", ',
+        "[2026-11-24 07:08:46,243] [6808] [INFO] [^Worker]: Starting... ",
+    ]) + "\n")
+    logs[1].write_text(prefix + '{"stage": "booker", "records": 2, '
+                                '"event": "bookings_set_aside"}\n')
+
+    assert bench.fallback_counts([*logs, tmp_path / "missing.log"]) == {
+        "booker: bookings set aside (another batch's lock)": 5,
+        "booker: batches one by one": 1}
 
 
 def test_core_only_prints_the_micro_benchmark_as_json(

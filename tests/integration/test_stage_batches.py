@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
+from structlog.testing import capture_logs
 
 from consumers.envelope import MAX_RECORD_BYTES, Emit, Origin, Unprocessable
 from consumers.stages import Booking, Invitation, Outcome, Submission
@@ -245,10 +246,15 @@ def test_a_booking_that_meets_another_batchs_lock_is_booked_alone_after_the_batc
     monkeypatch.setattr(SqlBookingLedger, "within", within)
     line.one_by_one["booking"] = 0
 
-    outcomes = line.booking.handle_batch([(v, Origin("r", 0, n)) for n, v in enumerate(routed)])
+    with capture_logs() as logs:
+        outcomes = line.booking.handle_batch([(v, Origin("r", 0, n))
+                                              for n, v in enumerate(routed)])
 
     assert [[e.topic for e in _emits(o)] for o in outcomes] == [["meetings_booked"]] * 4
     assert line.one_by_one["booking"] == 1
+    assert [log for log in logs if log["event"] == "bookings_set_aside"] == [
+        {"event": "bookings_set_aside", "stage": "booker", "records": 1,
+         "reason": "locked_elsewhere", "log_level": "info"}]
     state = database_state(engine)
     assert [status for _, status, _ in state["requests"]] == ["booked"] * 4
     assert len([m for m in state["meetings"] if m[-1] == "active"]) == 4
