@@ -201,7 +201,8 @@ class BatchLedger:
     Reads see the batch's own inserts. Each specialist's schedule is read once per batch and
     then kept in memory, with every meeting the batch records added to it; a conflict (another
     worker took the slot, PostgreSQL) drops that specialist's copy, so the next read is fresh.
-    Each insert runs in a savepoint, so a refused one leaves the batch's transaction usable.
+    A refused insert leaves the batch's transaction usable (PostgreSQL: ``ON CONFLICT DO
+    NOTHING``; SQLite: the refused statement alone is undone).
     The caller commits or rolls back the transaction; nothing here does.
     """
 
@@ -279,11 +280,11 @@ class BatchLedger:
         when the specialist was not reserved and another transaction holds it."""
         if meeting.end <= meeting.start:
             raise ValueError(f"meeting for {meeting.request_id} ends before it starts")
-        self._lock(meeting.specialist_id)  # outside the savepoint, whose rollback would free it
+        self._lock(meeting.specialist_id)  # held to the commit, whatever the insert does
         if self._conn.dialect.name == "postgresql":
             self._insert_unless_taken(meeting)
         else:
-            self._insert_in_savepoint(meeting)
+            self._insert_or_refuse(meeting)
         if meeting.specialist_id in self._spans:
             insort(self._spans[meeting.specialist_id], (meeting.start, meeting.end))
         if meeting.request_id in self._meetings:
@@ -308,12 +309,13 @@ class BatchLedger:
         self._forget(meeting.specialist_id)
         raise SpecialistBusy(meeting.specialist_id, meeting.start)
 
-    def _insert_in_savepoint(self, meeting: Meeting) -> None:
-        """SQLite: the overlap rule is a trigger, which ``ON CONFLICT`` does not cover, so the
-        insert runs in a savepoint that a refusal rolls back."""
+    def _insert_or_refuse(self, meeting: Meeting) -> None:
+        """SQLite: a plain insert, no savepoint. The overlap rule is a trigger, which
+        ``ON CONFLICT`` does not cover, but a refusal (the trigger's ``RAISE(ABORT)``, the
+        partial unique index) undoes that statement alone and the transaction goes on
+        (SQLite's ABORT resolution), so the batch stays usable without one."""
         try:
-            with self._conn.begin_nested():
-                _insert_meeting(self._conn, meeting, self._clock())
+            _insert_meeting(self._conn, meeting, self._clock())
         except IntegrityError as exc:
             self._meetings.pop(meeting.request_id, None)  # what the database holds now
             refusal = _refusal(exc, meeting, self._read_meeting)

@@ -277,6 +277,32 @@ def test_a_batch_gives_up_rather_than_wait_for_a_lock_out_of_order(engine: Engin
         [False, True, True, True, True]
 
 
+def test_a_refusal_on_sqlite_undoes_its_insert_alone_and_the_batch_commits(
+        new_database: Callable[[str], str]) -> None:
+    """No savepoint per insert on SQLite: the trigger's and the unique index's refusals undo
+    their own statement, and the batch's other bookings commit."""
+    engine = create_engine_for(new_database("sqlite"))
+    statements: list[str] = []
+
+    def keep(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", keep)
+    with engine.begin() as conn:
+        batch = SqlBookingLedger(engine).within(conn)
+        first = batch.record(meeting("r1", at("10:00"), at("11:00")))
+        with pytest.raises(SpecialistBusy):  # the overlap trigger
+            batch.record(meeting("r2", at("10:30"), at("11:30")))
+        with pytest.raises(RequestAlreadyBooked):  # the partial unique index
+            batch.record(meeting("r1", at("14:00"), at("15:00"), "tpe-02"))
+        third = batch.record(meeting("r3", at("11:00"), at("12:00")))
+    event.remove(engine, "before_cursor_execute", keep)
+    ledger = SqlBookingLedger(engine)
+    assert [ledger.meeting_for(r) for r in ("r1", "r2", "r3")] == [first, None, third]
+    assert [s for s in statements if "SAVEPOINT" in s.upper()] == []
+    engine.dispose()
+
+
 def test_reserving_on_sqlite_takes_no_lock_and_never_refuses(
         new_database: Callable[[str], str]) -> None:
     """SQLite serialises writers itself: reserving takes no lock there and never refuses."""
