@@ -99,18 +99,25 @@ def _reads_back(header: Any, addresses: list[Address], policy: Policy) -> bool:
     that text again (RFC 5322 unfolding removes a line break before white space): nothing
     more to check, and the fold is the one the generator writes (a shared header keeps its
     folds). Anything else the folder did (quoted, encoded, broke a word) is read back with
-    the parser.
+    the parser. The verdict depends on the header and the policy alone, so it is kept on the
+    header: a shared one is checked once.
     """
     expected = [(a.display_name, a.addr_spec) for a in addresses]
     if [(a.display_name, a.addr_spec) for a in header.addresses] != expected:
         return False
-    name = header.name
-    folded = policy.fold_binary(name, header)
-    unfolded = _LINE_BREAK_BEFORE_SPACE.sub(b"", folded)
-    if unfolded == f"{name}: {header}{policy.linesep}".encode("utf-8", "replace"):
-        return True
-    parsed = BytesHeaderParser(policy=default).parsebytes(folded)[name]
-    return [(a.display_name, a.addr_spec) for a in parsed.addresses] == expected
+    # A header shared between messages (the center's From) is checked once per policy.
+    verdicts: dict[tuple[type, str], bool] = header.__dict__.setdefault("_reads_back", {})
+    key = (type(policy), repr(policy))
+    verdict = verdicts.get(key)
+    if verdict is None:
+        name = header.name
+        folded = policy.fold_binary(name, header)
+        unfolded = _LINE_BREAK_BEFORE_SPACE.sub(b"", folded)
+        verdict = unfolded == f"{name}: {header}{policy.linesep}".encode("utf-8", "replace") \
+            or [(a.display_name, a.addr_spec) for a in
+                BytesHeaderParser(policy=default).parsebytes(folded)[name].addresses] == expected
+        verdicts[key] = verdict
+    return verdict
 
 
 #: A fold: the line break itself, not the white space that follows it.
