@@ -153,12 +153,12 @@ def run_bench(settings: Settings, *, requests: int = DEFAULT_REQUESTS,
               database_url: str | None = None, json_output: bool = False,
               core_only: bool = False, workers: int = DEFAULT_WORKERS,
               soak_seconds: float = 0.0, profile: Path | None = None,
-              paced_rate: float | None = None,
+              paced_rate: float | None = None, soak_rate: float | None = None,
               core_sizes: tuple[int, ...] = DEFAULT_SIZES) -> int:
     """Run the benchmark and print its report; 0 when it measured, 1 when it could not.
 
-    ``soak_seconds`` adds a run of that length at a quarter of the flood's rate, sampling the
-    workers' RSS every 10 s;
+    ``soak_seconds`` adds a run of that length at a quarter of the flood's rate (or at
+    ``soak_rate``), sampling the workers' RSS every 10 s;
     ``profile`` records the first worker with py-spy during the flood (collapsed stacks), and
     during the paced run to the same path with ``.paced`` added;
     ``paced_rate`` runs the open-loop phase at that rate instead of half the flood's, to compare
@@ -183,7 +183,7 @@ def run_bench(settings: Settings, *, requests: int = DEFAULT_REQUESTS,
                                         settings.topic_partitions, TopicNames(f"bench{run[-6:]}p"))
             pipeline = measure_pipeline(kafka, settings, directory, folder, requests, workers,
                                         database_url, TopicNames(f"bench{run[-6:]}w"),
-                                        soak_seconds, profile, paced_rate)
+                                        soak_seconds, profile, paced_rate, soak_rate)
     except BenchFailed as exc:
         say(f"failed: {exc}")
         return 1
@@ -547,7 +547,8 @@ class _Pipeline:
 def measure_pipeline(kafka: KafkaSettings, settings: Settings, directory: CenterDirectory,
                      folder: Path, count: int, workers: int, database_url: str | None,
                      topics: TopicNames, soak_seconds: float,
-                     profile: Path | None, paced_rate: float | None = None) -> PipelineRun:
+                     profile: Path | None, paced_rate: float | None = None,
+                     soak_rate: float | None = None) -> PipelineRun:
     """Flood for the maximum rate, then an open-loop run at half of it for the latencies."""
     url = database_url or f"sqlite:///{folder / 'fasttrack.db'}"
     say(f"pipeline: migrating {_dialect(url)} database")
@@ -594,8 +595,8 @@ def measure_pipeline(kafka: KafkaSettings, settings: Settings, directory: Center
                               "paced": _outcomes(paced, paced_done)}, cpu_ms, rss,
                              rate, paced_rate is not None)
         if soak_seconds > 0:
-            result.rss_kib = _soak(pipeline, producer, topics, SOAK_FRACTION * max_rate,
-                                   soak_seconds)
+            result.rss_kib = _soak(pipeline, producer, topics,
+                                   soak_rate or SOAK_FRACTION * max_rate, soak_seconds)
         result.fallbacks = pipeline.fallbacks()
         return result
     finally:

@@ -109,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                        help="add a run of SECONDS at a quarter of the flood's rate, sampling "
                             "worker RSS every 10 s")
+    bench.add_argument("--soak-rate", type=float, metavar="PER_S",
+                       help="run the soak at PER_S requests/s instead of a quarter of the "
+                            "flood's rate, to compare memory across machines at one load")
     bench.add_argument("--paced-rate", type=float, metavar="PER_S",
                        help="run the open-loop phase at PER_S requests/s instead of half the "
                             "flood's rate, to compare configurations at one load")
@@ -239,8 +242,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.requests < 10 or args.workers < 1 or args.soak < 0:
         raise UsageError("--requests must be >= 10, --workers >= 1, --soak >= 0")
-    if args.paced_rate is not None and not args.paced_rate > 0:
-        raise UsageError(f"--paced-rate: {args.paced_rate} is not a positive rate")
+    for option, rate in (("--paced-rate", args.paced_rate), ("--soak-rate", args.soak_rate)):
+        if rate is not None and not rate > 0:
+            raise UsageError(f"{option}: {rate} is not a positive rate")
+    if args.soak_rate is not None and not args.soak > 0:
+        raise UsageError("--soak-rate needs --soak SECONDS")
     # SIGTERM would end the process without unwinding, leaving the embedded broker and the
     # workers it started running; as an exception it stops them on the way out, as Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -248,7 +254,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         return run_bench(settings, requests=args.requests, database_url=args.database_url,
                          json_output=args.json, core_only=args.core_only, workers=args.workers,
                          soak_seconds=args.soak, profile=args.profile,
-                         paced_rate=args.paced_rate)
+                         paced_rate=args.paced_rate, soak_rate=args.soak_rate)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from services import bench
+from services import bench, cli
 from services.bench import JSON_KEYS, run_bench
 from services.broker import EmbeddedBroker
 from services.settings import Settings
@@ -69,6 +69,29 @@ def test_the_human_report_names_both_rates_the_ratio_and_the_stages(
                      "left the batch path: "):
         assert expected in text
     assert list((settings.var_dir / "bench").glob("*/worker-2.log"))
+
+
+def test_a_soak_at_a_given_rate_samples_the_workers_memory(
+        settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_bench(settings, requests=10, workers=1, soak_seconds=2.0, soak_rate=5.0)
+
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "soak: 10 requests at 5.0/s for 2 s" in captured.err
+    assert "soak: 10/10 finished" in captured.err
+    samples = captured.out.split("worker RSS (MiB): ")[1].split()[::2]  # "165 → 166 ..."
+    assert len(samples) >= 2 and all(int(mib) > 0 for mib in samples)  # the soak's start, end
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--soak-rate", "5"], "--soak-rate needs --soak SECONDS"),
+    (["--soak", "60", "--soak-rate", "0"], "--soak-rate: 0.0 is not a positive rate"),
+    (["--paced-rate", "-1"], "--paced-rate: -1.0 is not a positive rate"),
+])
+def test_bench_refuses_a_rate_it_cannot_use(argv: list[str], message: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", *argv]) == cli.EXIT_INVALID
+    assert message in capsys.readouterr().err
 
 
 def test_fallbacks_are_counted_from_the_worker_logs(tmp_path: Path) -> None:
