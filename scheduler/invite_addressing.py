@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import EmailPolicy, Policy, default
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from scheduler.directory import Center, Specialist
 from scheduler.invite_values import InvalidInvite, header_text, valid_email
 from schemas.events import Meeting
 from schemas.help_request import HelpRequest
 
+_T = TypeVar("_T")
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,"]')
 
 
@@ -105,19 +107,31 @@ def _reads_back(header: Any, addresses: list[Address], policy: Policy) -> bool:
     expected = [(a.display_name, a.addr_spec) for a in addresses]
     if [(a.display_name, a.addr_spec) for a in header.addresses] != expected:
         return False
-    # A header shared between messages (the center's From) is checked once per policy.
-    verdicts: dict[tuple[type, str], bool] = header.__dict__.setdefault("_reads_back", {})
-    key = (type(policy), repr(policy))
-    verdict = verdicts.get(key)
-    if verdict is None:
+
+    def check() -> bool:
         name = header.name
         folded = policy.fold_binary(name, header)
         unfolded = _LINE_BREAK_BEFORE_SPACE.sub(b"", folded)
-        verdict = unfolded == f"{name}: {header}{policy.linesep}".encode("utf-8", "replace") \
+        return unfolded == f"{name}: {header}{policy.linesep}".encode("utf-8", "replace") \
             or [(a.display_name, a.addr_spec) for a in
                 BytesHeaderParser(policy=default).parsebytes(folded)[name].addresses] == expected
-        verdicts[key] = verdict
-    return verdict
+
+    # A header shared between messages (the center's From) is checked once per policy.
+    return per_policy(header, "_reads_back", policy, check)
+
+
+def per_policy(header: Any, slot: str, policy: Policy, compute: Callable[[], _T]) -> _T:
+    """``compute()``, kept on ``header`` under ``slot`` for each policy's settings.
+
+    A header never changes once built, so what it gives under one policy (its fold, whether
+    that fold reads back) stays true. The key is the policy's settings, not the object: the
+    generator clones the policy for every part.
+    """
+    kept: dict[tuple[type, str], _T] = header.__dict__.setdefault(slot, {})
+    key = (type(policy), repr(policy))
+    if key not in kept:
+        kept[key] = compute()
+    return kept[key]
 
 
 #: A fold: the line break itself, not the white space that follows it.

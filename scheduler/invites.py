@@ -26,7 +26,13 @@ from functools import lru_cache
 from icalendar import Calendar, Event, Timezone, vCalAddress
 
 from scheduler.directory import Center
-from scheduler.invite_addressing import address_message, attendees, meeting_specialist, message_id
+from scheduler.invite_addressing import (
+    address_message,
+    attendees,
+    meeting_specialist,
+    message_id,
+    per_policy,
+)
 from scheduler.invite_values import InvalidInvite, header_text, mailto, one_line
 from scheduler.invite_wording import InviteText, Method, invite_text
 from schemas.events import Meeting
@@ -227,12 +233,7 @@ class _SharedHeader(BaseHeader):
     every message that holds it) costs about as much as parsing it."""
 
     def fold(self, *, policy: Policy) -> str:
-        folds: dict[tuple[type, str], str] = self.__dict__.setdefault("_folds", {})
-        key = (type(policy), repr(policy))  # its settings: the generator clones it per part
-        folded = folds.get(key)
-        if folded is None:
-            folded = folds[key] = super().fold(policy=policy)
-        return folded
+        return per_policy(self, "_folds", policy, lambda: BaseHeader.fold(self, policy=policy))
 
 
 class _HeaderClasses(HeaderRegistry):

@@ -113,7 +113,7 @@ class PipelineRun:
     rss_kib: list[tuple[float, list[int]]] = field(default_factory=list)
     paced_offered_per_s: float = 0.0  # what the open-loop run offered
     paced_fixed: bool = False  # offered at --paced-rate, not at half of max_per_s
-    fallbacks: Counter[str] = field(default_factory=Counter)  # see _Pipeline.fallbacks
+    fallbacks: Counter[str] = field(default_factory=Counter)  # see fallback_counts
 
 
 @dataclass
