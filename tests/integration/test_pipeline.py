@@ -69,6 +69,13 @@ class Worker:
                 found = json.loads(line[line.index("{"):])["partitions"]
         return found
 
+    def frozen_at_start(self) -> int | None:
+        """How many objects the worker left out of later garbage collections, as it logged."""
+        for line in self.log.read_text(errors="replace").splitlines():
+            if '"startup_heap_frozen"' in line:
+                return int(json.loads(line[line.index("{"):])["objects"])
+        return None
+
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
 
@@ -223,7 +230,8 @@ def pipeline(broker: EmbeddedBroker, topics: TopicNames, tmp_path: Path,
 
 @pytest.mark.parametrize("pipeline", DIALECTS, indirect=True)
 def test_requests_published_to_kafka_end_invited(pipeline: Pipeline) -> None:
-    pipeline.ready(pipeline.spawn("worker"))
+    worker = pipeline.spawn("worker")
+    pipeline.ready(worker)
     requests = pipeline.requests(30, "kafka")
     pipeline.submit_requests(requests)
     ids = [r["request_id"] for r in requests]
@@ -238,6 +246,8 @@ def test_requests_published_to_kafka_end_invited(pipeline: Pipeline) -> None:
     assert status is not None and status.meeting is not None
     assert [str(e.status) for e in status.timeline] == ["accepted", "routed", "booked", "invited"]
     assert status.meeting.join_url and status.meeting.uid
+    # the libraries, the directory and the app: out of every collection from the first record
+    assert (worker.frozen_at_start() or 0) > 100_000
 
 
 def test_duplicates_and_replays_change_nothing(pipeline: Pipeline) -> None:

@@ -1,13 +1,17 @@
-"""The worker caps glibc's malloc arenas unless the environment already says how many."""
+"""The worker caps glibc's malloc arenas unless the environment already says how many, and
+leaves its startup heap out of later garbage collections."""
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import sys
+import weakref
+from collections.abc import Iterator
 
 import pytest
 
-from services.worker import fewer_malloc_arenas
+from services.worker import fewer_malloc_arenas, freeze_startup_heap
 
 glibc = pytest.mark.skipif(not sys.platform.startswith("linux")
                            or not hasattr(ctypes.CDLL(None), "gnu_get_libc_version"),
@@ -29,3 +33,52 @@ def test_elsewhere_it_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     monkeypatch.setattr(sys, "platform", "darwin")
     assert fewer_malloc_arenas() is False
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    """Give the frozen objects back to the collector after the test (pytest keeps running)."""
+    gc.unfreeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@pytest.mark.usefixtures("unfrozen")
+def test_the_startup_heap_is_left_out_of_later_collections() -> None:
+    built_at_start = [[n] for n in range(2000)]  # containers the collector tracks
+    frozen = freeze_startup_heap()
+    assert frozen >= len(built_at_start)
+    assert gc.get_freeze_count() == frozen
+    tracked = {id(o) for o in gc.get_objects()}
+    assert id(built_at_start) not in tracked
+    assert not any(id(item) in tracked for item in built_at_start)
+    built_later = [[n] for n in range(10)]
+    assert id(built_later) in {id(o) for o in gc.get_objects()}
+
+
+@pytest.mark.usefixtures("unfrozen")
+def test_garbage_from_before_the_freeze_is_collected_not_kept_for_good() -> None:
+    first, second = _Node(), _Node()
+    first.other, second.other = second, first  # a cycle: only the collector frees it
+    alive = weakref.ref(first)
+    del first, second
+    freeze_startup_heap()
+    assert alive() is None
+
+
+@pytest.mark.usefixtures("unfrozen")
+def test_cycles_built_after_the_freeze_are_still_collected() -> None:
+    freeze_startup_heap()
+    first, second = _Node(), _Node()
+    first.other, second.other = second, first
+    alive = weakref.ref(first)
+    del first, second
+    gc.collect()
+    assert alive() is None
