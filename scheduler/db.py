@@ -12,7 +12,7 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -52,6 +52,32 @@ SQLITE_UTC_FORMAT = (
 _SQLITE_UTC_REGEXP = r"(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)\.(\d+)Z"
 
 
+class _SqliteUtcText(sqlite.DATETIME):
+    """SQLite's DATETIME in :data:`SQLITE_UTC_FORMAT`, read back with ``datetime.fromisoformat``.
+
+    The format is ISO 8601 with a ``Z``, which ``fromisoformat`` (C, Python 3.11+) reads as an
+    aware UTC datetime in about 0.3 µs. SQLAlchemy's reader matches the regular expression and
+    builds the datetime in Python (about 30 times as long); each booking reads the busy spans
+    of the coming weeks, two timestamps a row. A value ``fromisoformat`` refuses is read as
+    before.
+    """
+
+    def result_processor(self, dialect: Dialect, coltype: object,
+                         ) -> Callable[[str | None], datetime | None]:
+        by_regexp = super().result_processor(dialect, coltype)
+        fromisoformat = datetime.fromisoformat
+
+        def process(value: str | None) -> datetime | None:
+            if value is None:
+                return None
+            try:
+                return fromisoformat(value)
+            except (TypeError, ValueError):
+                return by_regexp(value) if by_regexp is not None else None
+
+        return process
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """An aware datetime stored in UTC: ``timestamptz`` on PostgreSQL, fixed-width text on SQLite.
 
@@ -64,7 +90,7 @@ class UtcDateTime(TypeDecorator[datetime]):
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
             return dialect.type_descriptor(
-                sqlite.DATETIME(storage_format=SQLITE_UTC_FORMAT, regexp=_SQLITE_UTC_REGEXP)
+                _SqliteUtcText(storage_format=SQLITE_UTC_FORMAT, regexp=_SQLITE_UTC_REGEXP)
             )
         return dialect.type_descriptor(DateTime(timezone=True))
 
@@ -77,8 +103,8 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
+        if value is None or value.tzinfo is UTC:
+            return value
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
