@@ -34,7 +34,12 @@ Span = tuple[datetime, datetime]
 
 _ONE_DAY = timedelta(days=1)
 _WEEKDAYS = tuple(Weekday)
-_CACHE_SIZE = 1 << 15
+#: (center, local date) keys kept. A booking searches from its request's day to the horizon (21
+#: days by default), so the days in use are about centers x horizon: hundreds. An entry holds
+#: about 1.6 KB (spans, slots and the day's bounds): 32,768 kept up to 52 MB per worker, which a
+#: soak that sweeps the calendar filled (docs/performance.md, round 6). 4,096 hold 15 centers'
+#: next 270 days.
+_CACHE_SIZE = 1 << 12
 NEXT_OPENING_DAYS = 366
 
 
