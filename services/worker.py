@@ -69,16 +69,16 @@ def fewer_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     return bool(mallopt(_M_ARENA_MAX, arenas))
 
 
-
 def freeze_startup_heap() -> int:
     """Leave what the worker built before its first record out of every later collection.
 
     Collects first, so no garbage is kept for good, then moves every object the collector
     tracks (the libraries' modules, the directory, the app) to its permanent generation
     (``gc.freeze``); returns how many. A full collection visits every tracked object while
-    the whole process waits, the stages and the event loop included: with the ~220,000
-    objects a worker holds at start it took about 140 ms, and each one delayed the requests
-    in flight (docs/performance.md, round 6). Objects built later are collected as before.
+    the whole process waits, the stages and the event loop included. A worker holds about
+    214,000 objects at start, ran one every 3-4 s of pipeline work, and each took a median of
+    136 ms (20 ms with them frozen; docs/performance.md, round 6). Objects built later are
+    collected as before.
     """
     gc.collect()
     gc.freeze()
