@@ -73,7 +73,9 @@ class _SqliteUtcText(sqlite.DATETIME):
             try:
                 return fromisoformat(value)
             except (TypeError, ValueError):
-                return by_regexp(value) if by_regexp is not None else None
+                if by_regexp is None:  # never for a DATETIME with a regexp; never drop a value
+                    raise
+                return by_regexp(value)
 
         return process
 

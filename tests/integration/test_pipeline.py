@@ -61,20 +61,21 @@ class Worker:
     process: subprocess.Popen[bytes]
     log: Path
 
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        """The worker's structlog records of ``event``, oldest first."""
+        return [json.loads(line[line.index("{"):])
+                for line in self.log.read_text(errors="replace").splitlines()
+                if f'"{event}"' in line]
+
     def assignment(self) -> list[int] | None:
         """The partitions of requests.submitted this worker last announced it owns."""
-        found = None
-        for line in self.log.read_text(errors="replace").splitlines():
-            if '"partitions_assigned"' in line:
-                found = json.loads(line[line.index("{"):])["partitions"]
-        return found
+        found = self.logged("partitions_assigned")
+        return found[-1]["partitions"] if found else None
 
     def frozen_at_start(self) -> int | None:
         """How many objects the worker left out of later garbage collections, as it logged."""
-        for line in self.log.read_text(errors="replace").splitlines():
-            if '"startup_heap_frozen"' in line:
-                return int(json.loads(line[line.index("{"):])["objects"])
-        return None
+        found = self.logged("startup_heap_frozen")
+        return int(found[0]["objects"]) if found else None
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
