@@ -26,6 +26,7 @@ from functools import lru_cache
 from icalendar import Calendar, Event, Timezone, vCalAddress
 
 from scheduler.directory import Center
+from scheduler.ical_lines import ical_bytes
 from scheduler.invite_addressing import (
     address_message,
     attendees,
@@ -187,7 +188,8 @@ def _recall(ics: bytes) -> _Rendered | None:
 
 def _to_ical_with_timezones(calendar: Calendar, first_date: date, last_date: date) -> bytes:
     """``calendar.add_missing_timezones(first_date, last_date)`` then ``calendar.to_ical()``
-    (icalendar 7.x), for a calendar without VTIMEZONEs, with every VTIMEZONE from a cache.
+    (icalendar 7.x), for a calendar without VTIMEZONEs, with every VTIMEZONE from a cache and
+    the lines folded by :func:`scheduler.ical_lines.ical_bytes`.
 
     Building a VTIMEZONE walks the zone's offsets over the whole span and was most of the cost
     of an invite (icalendar's own advice: "Please cache the results"). The same TZIDs (those
@@ -200,7 +202,7 @@ def _to_ical_with_timezones(calendar: Calendar, first_date: date, last_date: dat
     if calendar.timezones:
         raise ValueError("the calendar already has VTIMEZONE components")
     missing = calendar.get_missing_tzids()
-    ics = bytes(calendar.to_ical())
+    ics = ical_bytes(calendar)
     timezones = [ical for tzid in missing
                  if (ical := _vtimezone_ical(tzid, first_date, last_date)) is not None]
     if not timezones:
