@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.resources
 import itertools
-from datetime import date, time
+from datetime import date, time, timedelta
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from scheduler.ledger import MAX_MEETING
 from schemas.help_request import Region
 
 SUPPORTED_LANGUAGES: tuple[str, ...] = (
@@ -70,7 +71,7 @@ Languages = Annotated[tuple[str, ...], AfterValidator(_languages)]
 
 
 class Policy(_Frozen):
-    meeting_minutes: Annotated[int, Field(ge=15, le=480)] = 60
+    meeting_minutes: Annotated[int, Field(ge=15, le=MAX_MEETING // timedelta(minutes=1))] = 60
     slot_step_minutes: Annotated[int, Field(ge=5, le=240)] = 30
     min_notice_minutes: Annotated[int, Field(ge=0, le=60 * 24 * 14)] = 240
     horizon_days: Annotated[int, Field(ge=1, le=366)] = 21

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from schemas.events import Meeting
 
 Span = tuple[datetime, datetime]
+
+#: The longest meeting a ledger records (the directory's longest ``meeting_minutes``). The SQL
+#: ledger's schedule read relies on it: a meeting that overlaps a window starting at S started
+#: after S - MAX_MEETING, so the read walks the specialist's index from there, not from the
+#: first meeting they ever had. The schema holds the same rule (migration 0004, whose SQLite
+#: overlap triggers rely on it too): changing it takes a migration.
+MAX_MEETING = timedelta(hours=8)
 
 
 class SpecialistBusy(RuntimeError):
@@ -35,6 +42,22 @@ class RequestAlreadyBooked(RuntimeError):
         super().__init__(f"request {existing.request_id} is already booked")
 
 
+class MeetingTooLong(ValueError):
+    """The meeting lasts longer than :data:`MAX_MEETING`."""
+
+    def __init__(self, meeting: Meeting) -> None:
+        self.meeting = meeting
+        super().__init__(f"meeting.end: {meeting.end.isoformat()} is {meeting.end - meeting.start} "
+                         f"after its start; a meeting lasts at most {MAX_MEETING}")
+
+
+def check_length(meeting: Meeting) -> Meeting:
+    """``meeting``, if it lasts at most :data:`MAX_MEETING`; else :class:`MeetingTooLong`."""
+    if meeting.end - meeting.start > MAX_MEETING:
+        raise MeetingTooLong(meeting)
+    return meeting
+
+
 class BookingLedger(Protocol):
     """Where meetings are recorded. Implementations: in-memory here, SQL in ``sql_ledger``."""
 
@@ -50,7 +73,8 @@ class BookingLedger(Protocol):
         """
 
     def record(self, meeting: Meeting) -> Meeting:
-        """Record a meeting; raise SpecialistBusy or RequestAlreadyBooked if it conflicts."""
+        """Record a meeting; raise SpecialistBusy or RequestAlreadyBooked if it conflicts, and
+        MeetingTooLong if it lasts longer than MAX_MEETING."""
 
     def release(self, request_id: str) -> Meeting | None:
         """Free the request's meeting (cancel); return what was freed."""
@@ -81,6 +105,7 @@ class InMemoryLedger:
         return {sid: self._spans.get(sid, ()) for sid in specialist_ids}
 
     def record(self, meeting: Meeting) -> Meeting:
+        check_length(meeting)
         existing = self._meetings.get(meeting.request_id)
         if existing is not None:
             raise RequestAlreadyBooked(existing)

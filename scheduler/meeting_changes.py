@@ -17,11 +17,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, Row, insert, select, update
+from sqlalchemy import Engine, Row, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from scheduler.db import lock_specialist, meetings, read_connection
 from scheduler.ledger import InMemoryLedger, SpecialistBusy
+from scheduler.sql_ledger import insert_meeting
 from schemas.events import Meeting
 
 _RETRYABLE = {"40P01", "40001"}  # deadlock detected, serialization failure
@@ -159,12 +160,7 @@ class SqlMeetingChanges:
             lock_specialist(conn, new.specialist_id)
             if conn.execute(self._release(current.request_id, current.revision)).first() is None:
                 raise MeetingChanged(current.request_id, current.revision)
-            conn.execute(insert(meetings).values(
-                request_id=new.request_id, center_id=new.center_id,
-                specialist_id=new.specialist_id, language=new.language, start_utc=new.start,
-                end_utc=new.end, revision=new.revision, uid=new.uid, join_url=new.join_url,
-                status="active", created_at=now, updated_at=now,
-            ))
+            insert_meeting(conn, new, now)
         return new
 
     def _release(self, request_id: str, revision: int) -> Any:

@@ -26,7 +26,13 @@ from scheduler.db import (
     read_connection,
     try_lock_specialist,
 )
-from scheduler.ledger import RequestAlreadyBooked, Span, SpecialistBusy
+from scheduler.ledger import (
+    MAX_MEETING,
+    RequestAlreadyBooked,
+    Span,
+    SpecialistBusy,
+    check_length,
+)
 from schemas.events import Meeting
 
 _REQUEST_INDEX = "uq_meetings_active_request"
@@ -48,6 +54,10 @@ _SCHEDULES = (
     .where(
         meetings.c.specialist_id.in_(bindparam("specialist_ids", expanding=True)),
         meetings.c.status == "active",
+        # Both ends of the index range: a meeting lasts at most MAX_MEETING, so one that ends
+        # after the window's start began after ``earliest``. With the upper bound alone, every
+        # read walked each specialist's whole history (all past meetings, active or not).
+        meetings.c.start_utc > bindparam("earliest"),
         meetings.c.start_utc < bindparam("end"),
         meetings.c.end_utc > bindparam("start"),
     )
@@ -209,7 +219,7 @@ class SqlBookingLedger:
     def _insert(self, meeting: Meeting) -> None:
         with self._engine.begin() as conn:
             lock_specialist(conn, meeting.specialist_id)
-            _insert_meeting(conn, meeting, self._clock())
+            insert_meeting(conn, meeting, self._clock())
 
 
 class BatchLedger:
@@ -297,6 +307,7 @@ class BatchLedger:
         when the specialist was not reserved and another transaction holds it."""
         if meeting.end <= meeting.start:
             raise ValueError(f"meeting for {meeting.request_id} ends before it starts")
+        check_length(meeting)  # before the lock: a refused meeting changes nothing
         self._lock(meeting.specialist_id)  # held to the commit, whatever the insert does
         if self._conn.dialect.name == "postgresql":
             self._insert_unless_taken(meeting)
@@ -331,7 +342,7 @@ class BatchLedger:
         partial unique index) undoes that statement alone and the transaction goes on
         (SQLite's ABORT resolution), so the batch stays usable without one."""
         try:
-            _insert_meeting(self._conn, meeting, self._clock())
+            insert_meeting(self._conn, meeting, self._clock())
         except IntegrityError as exc:
             self._meetings.pop(meeting.request_id, None)  # what the database holds now
             refusal = _refusal(exc, meeting, self._read_meeting)
@@ -396,18 +407,21 @@ def _read_schedules(conn: Connection, specialist_ids: Iterable[str], start: date
     result: dict[str, list[Span]] = {sid: [] for sid in specialist_ids}
     if not result:
         return result
-    parameters = {"specialist_ids": list(result), "start": start, "end": end}
+    parameters = {"specialist_ids": list(result), "start": start, "end": end,
+                  "earliest": start - MAX_MEETING}
     for specialist_id, span_start, span_end in conn.execute(_SCHEDULES, parameters):
         result[specialist_id].append((span_start, span_end))
     return result
 
 
-def _insert_meeting(conn: Connection, meeting: Meeting, now: datetime) -> None:
-    """Insert the meeting; the caller holds the specialist's lock."""
+def insert_meeting(conn: Connection, meeting: Meeting, now: datetime) -> None:
+    """Insert the meeting; the caller holds the specialist's lock. MeetingTooLong if it lasts
+    longer than MAX_MEETING (the schedule read relies on it)."""
     conn.execute(_INSERT_MEETING, _meeting_row(meeting, now))
 
 
 def _meeting_row(meeting: Meeting, now: datetime) -> dict[str, Any]:
+    check_length(meeting)  # every insert comes through here
     return {
         "request_id": meeting.request_id, "center_id": meeting.center_id,
         "specialist_id": meeting.specialist_id, "language": meeting.language,

@@ -7,6 +7,7 @@ The concurrency and raw-SQL tests show that the database itself refuses a double
 from __future__ import annotations
 
 import multiprocessing
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,8 +31,10 @@ from scheduler.db import (
     owned_by_migrations,
 )
 from scheduler.ledger import (
+    MAX_MEETING,
     BookingLedger,
     InMemoryLedger,
+    MeetingTooLong,
     RequestAlreadyBooked,
     Span,
     SpecialistBusy,
@@ -416,6 +419,29 @@ def test_timestamps_order_across_days_years_and_offsets(ledger: BookingLedger) -
     assert window == {"tpe-01": [(late.start, late.end), (new_year, new_year + timedelta(hours=1))]}
 
 
+
+def test_a_meeting_longer_than_a_ledger_takes_is_refused_and_changes_nothing(
+        ledger: BookingLedger) -> None:
+    too_long = meeting("r1", at("08:00"), at("08:00") + MAX_MEETING + timedelta(minutes=1))
+    with pytest.raises(MeetingTooLong, match=r"^meeting\.end: .* at most 8:00:00"):
+        ledger.record(too_long)
+    assert ledger.meeting_for("r1") is None
+    assert busy(ledger, ["tpe-01"], at("00:00"), at("23:00")) == {"tpe-01": []}
+    longest = meeting("r1", at("08:00"), at("08:00") + MAX_MEETING)
+    assert ledger.record(longest) == longest
+
+
+def test_the_longest_meeting_is_seen_from_a_window_that_opens_in_its_last_minute(
+        ledger: BookingLedger) -> None:
+    """The schedule read starts its index walk MAX_MEETING before the window: no earlier, or
+    it walks all history; no later, or it misses a long meeting still running."""
+    longest = meeting("r1", at("08:00"), at("08:00") + MAX_MEETING)
+    ledger.record(longest)
+    ledger.record(meeting("r0", at("00:00"), at("01:00")))  # long over when the window opens
+    window = busy(ledger, ["tpe-01"], longest.end - timedelta(minutes=1), at("23:00"))
+    assert window == {"tpe-01": [(longest.start, longest.end)]}
+    assert busy(ledger, ["tpe-01"], longest.end, at("23:00")) == {"tpe-01": []}
+
 Action = tuple[str, str, str, int, int]  # (record|release, request, specialist, start, minutes)
 
 actions = st.lists(
@@ -601,6 +627,41 @@ def test_sqlite_refuses_timestamps_that_would_not_sort(engine: Engine) -> None:
         conn.execute(RAW_INSERT, {"request_id": "r1", "specialist": "tpe-01", "status": "active",
                                   "start": "2026-03-02 10:00:00", "end": "2026-03-02 11:00:00"})
 
+
+
+@pytest.mark.parametrize("database_url", DIALECTS, indirect=True)
+def test_the_schedule_read_walks_the_index_from_the_window_not_from_history(
+        engine: Engine) -> None:
+    """Both bounds of the read are index conditions, so its cost does not grow with the
+    specialist's past meetings (it did: the lower bound was only a filter on ``end_utc``).
+    The plan is the planner's own, on a table with a specialist's ten months of history."""
+    with engine.begin() as conn:
+        history = SqlBookingLedger(engine).within(conn)
+        for day in range(1, 300):
+            for hour in (1, 3, 5, 7):
+                start = at("00:00") - timedelta(days=day, hours=-hour)
+                history.record(meeting(f"h{day}-{hour}", start, start + timedelta(hours=1)))
+        if engine.dialect.name == "postgresql":  # as autovacuum would; no worker analyzes SQLite
+            conn.exec_driver_sql("ANALYZE meetings")
+    ran: list[tuple[str, object]] = []
+
+    def keep(conn: object, cursor: object, statement: str, parameters: object,
+             *args: object) -> None:
+        ran.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", keep)
+    SqlBookingLedger(engine).schedules(["tpe-01", "tpe-02"], at("09:00"), at("17:00"))
+    event.remove(engine, "before_cursor_execute", keep)
+    ((statement, parameters),) = [(s, p) for s, p in ran if "FROM meetings" in s]
+    explain = "EXPLAIN QUERY PLAN" if engine.dialect.name == "sqlite" else "EXPLAIN"
+    with engine.connect() as conn:
+        plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(
+            f"{explain} {statement}", parameters))
+    if engine.dialect.name == "sqlite":
+        assert "USING INDEX" in plan and "start_utc>? AND start_utc<?" in plan, plan
+    else:  # an index on start_utc: the specialist's, or the active meetings'
+        condition = re.search(r"Index Cond: (.*?)(?:Filter|$)", plan)
+        assert condition and "start_utc >" in condition[1] and "start_utc <" in condition[1], plan
 
 # --- engine and schema --------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from scheduler.directory import DirectoryInvalid, load_directory
+from scheduler.ledger import MAX_MEETING
 
 CENTER: dict[str, Any] = {
     "id": "taipei",
@@ -109,3 +111,18 @@ def test_unreadable_files_are_named(tmp_path: Path, text: str, says: str) -> Non
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(DirectoryInvalid, match="cannot read the directory"):
         load_directory(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize(("minutes", "loads"), [
+    pytest.param(MAX_MEETING // timedelta(minutes=1), True, id="the-longest-a-ledger-records"),
+    pytest.param(MAX_MEETING // timedelta(minutes=1) + 1, False, id="one-minute-longer"),
+])
+def test_meetings_are_never_longer_than_a_ledger_records(tmp_path: Path, minutes: int,
+                                                         loads: bool) -> None:
+    path = tmp_path / "directory.yaml"
+    path.write_text(yaml.safe_dump({"policy": {"meeting_minutes": minutes}, "centers": [CENTER]}))
+    if loads:
+        assert load_directory(path).policy.meeting_minutes == minutes
+        return
+    with pytest.raises(DirectoryInvalid, match="meeting_minutes"):
+        load_directory(path)
