@@ -60,6 +60,7 @@ from services.kafka_config import (
     kafka_python_client_kwargs,
     kafka_python_producer_kwargs,
 )
+from services.ledger_bench import LedgerNotEmpty, print_ledger_report, run_ledger_bench
 from services.sample_requests import sample_requests
 from services.settings import Settings
 from services.topics import TopicNames, ensure_topics
@@ -151,7 +152,8 @@ class BenchReport:
 
 def run_bench(settings: Settings, *, requests: int = DEFAULT_REQUESTS,
               database_url: str | None = None, json_output: bool = False,
-              core_only: bool = False, workers: int = DEFAULT_WORKERS,
+              core_only: bool = False, ledger_only: bool = False,
+              workers: int = DEFAULT_WORKERS,
               soak_seconds: float = 0.0, profile: Path | None = None,
               paced_rate: float | None = None, soak_rate: float | None = None,
               core_sizes: tuple[int, ...] = DEFAULT_SIZES) -> int:
@@ -168,6 +170,14 @@ def run_bench(settings: Settings, *, requests: int = DEFAULT_REQUESTS,
     if core_only:
         report = run_core_bench(directory, sizes=core_sizes, progress=say)
         print(json.dumps(report.to_json_dict()) if json_output else format_core_report(report))
+        return 0
+    if ledger_only:
+        try:
+            ledger = run_ledger_bench(directory, database_url, sizes=core_sizes, progress=say)
+        except LedgerNotEmpty as exc:
+            say(f"failed: {exc}")
+            return 1
+        print_ledger_report(ledger, json_output)
         return 0
     if requests < 10:
         raise ValueError("--requests must be at least 10")

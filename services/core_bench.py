@@ -62,12 +62,7 @@ class CoreReport:
     prefill_seconds: dict[int, float] = field(default_factory=dict)
 
     def growth(self) -> tuple[float, float] | None:
-        """(time ratio, log-size ratio) between the largest and the smallest ledger."""
-        if len(self.booking) < 2:
-            return None
-        small, large = min(self.booking), max(self.booking)
-        times = self.booking[large].median_us / self.booking[small].median_us
-        return times, math.log(large) / math.log(small)
+        return growth(self.booking)
 
     def logarithmic(self) -> bool | None:
         growth = self.growth()
@@ -94,6 +89,14 @@ class CoreReport:
             round(self.rendering.p99_us, 2),
             "invites_rendered": 0 if self.rendering is None else len(self.rendering.samples),
         }
+
+
+def growth(booking: dict[int, Timing]) -> tuple[float, float] | None:
+    """(time ratio, log-size ratio) between the largest and the smallest ledger."""
+    if len(booking) < 2:
+        return None
+    small, large = min(booking), max(booking)
+    return booking[large].median_us / booking[small].median_us, math.log(large) / math.log(small)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -148,11 +151,25 @@ def prefilled_ledger(directory: CenterDirectory, size: int,
                      search_from: datetime = SEARCH_FROM) -> InMemoryLedger:
     """A ledger of ``size`` meetings: the partly booked near future plus past days, all full."""
     ledger = InMemoryLedger()
-    near = list(_near_future(directory, search_from))
-    history = _history(directory, search_from, max(0, size - len(near)))
-    for meeting in [*reversed(history), *near][-size:]:
+    for meeting in ledger_meetings(directory, size, search_from):
         ledger.record(meeting)  # chronological per specialist: each insert is an append
     return ledger
+
+
+def ledger_meetings(directory: CenterDirectory, size: int,
+                    search_from: datetime = SEARCH_FROM) -> list[Meeting]:
+    """The meetings of :func:`prefilled_ledger`, oldest first: a larger size adds older days."""
+    near = list(_near_future(directory, search_from))
+    history = _history(directory, search_from, max(0, size - len(near)))
+    return [*reversed(history), *near][-size:]
+
+
+def booking_decisions(requests: list[HelpRequest], directory: CenterDirectory, searches: int,
+                      ) -> tuple[list[RoutingDecision], list[RoutingDecision]]:
+    """(warm-up, timed) routing decisions for the booking search, every one with a center."""
+    routed = [route(r, directory, SEARCH_FROM) for r in requests[:searches + 50]]
+    routed = [d for d in routed if d.center_id is not None]
+    return routed[searches:], routed[:searches]
 
 
 def time_booking(ledger: InMemoryLedger, directory: CenterDirectory,
@@ -183,9 +200,7 @@ def run_core_bench(directory: CenterDirectory, *, sizes: tuple[int, ...] = DEFAU
     report = CoreReport(cold, warm)
     say(f"rendering the invites of {min(len(requests), invites)} booked requests")
     report.rendering = time_rendering(requests[:invites], directory, SEARCH_FROM)
-    routed = [route(r, directory, SEARCH_FROM) for r in requests[:searches + 50]]
-    routed = [d for d in routed if d.center_id is not None]
-    warmup, decisions = routed[searches:], routed[:searches]
+    warmup, decisions = booking_decisions(requests, directory, searches)
     for size in sizes:
         started = time.perf_counter()
         ledger = prefilled_ledger(directory, size)
@@ -217,31 +232,36 @@ def format_core_report(report: CoreReport) -> str:
             f"  median {render.median_us:8.1f} µs   p99 {render.p99_us:8.1f} µs   "
             f"{1e6 / render.median_us:,.0f} invites/s on one core",
         ]
-    lines += [
-        "",
-        "booking slot search, book() on InMemoryLedger (near future partly booked)",
-        f"  {'ledger size':>12} {'median µs':>10} {'p99 µs':>10} {'× smallest':>11} "
-        f"{'log n ×':>8}",
-    ]
-    smallest = min(report.booking) if report.booking else 1
-    for size, timing in sorted(report.booking.items()):
-        base = report.booking[smallest].median_us
+    lines += ["", "booking slot search, book() on InMemoryLedger (near future partly booked)",
+              *booking_table(report.booking)]
+    return "\n".join(lines)
+
+
+def booking_table(booking: dict[int, Timing], *, target: bool = True) -> list[str]:
+    """The booking search's times per ledger size, its growth against log(size), and (with
+    ``target``) the verdict on the 1 ms target at the largest size."""
+    lines = [f"  {'ledger size':>12} {'median µs':>10} {'p99 µs':>10} {'× smallest':>11} "
+             f"{'log n ×':>8}"]
+    smallest = min(booking) if booking else 1
+    for size, timing in sorted(booking.items()):
+        base = booking[smallest].median_us
         lines.append(f"  {size:>12,} {timing.median_us:>10.1f} {timing.p99_us:>10.1f} "
                      f"{timing.median_us / base:>11.2f} "
                      f"{math.log(size) / math.log(smallest):>8.2f}")
-    growth = report.growth()
-    if growth is not None:
-        largest = report.booking[max(report.booking)]
-        verdict = "no faster than logarithmic" if growth[0] <= growth[1] else \
+    ratios = growth(booking)
+    if ratios is not None:
+        verdict = "no faster than logarithmic" if ratios[0] <= ratios[1] else \
             "FASTER than logarithmic"
+        lines.append(f"  growth {min(booking):,} → {max(booking):,}: time × {ratios[0]:.2f}"
+                     f" vs log(size) × {ratios[1]:.2f}: {verdict}")
+    if ratios is not None and target:
+        largest = booking[max(booking)]
         lines += [
-            f"  growth {min(report.booking):,} → {max(report.booking):,}: time × {growth[0]:.2f}"
-            f" vs log(size) × {growth[1]:.2f}: {verdict}",
-            f"  target: slot search < 1 ms with {max(report.booking):,} bookings: "
+            f"  target: slot search < 1 ms with {max(booking):,} bookings: "
             f"median {largest.median_us / 1000:.3f} ms, p99 {largest.p99_us / 1000:.3f} ms "
             f"[{'met' if largest.median_us < 1000 else 'MISSED'}]",
         ]
-    return "\n".join(lines)
+    return lines
 
 
 def _open_days(center: Center, directory: CenterDirectory, day: date,
