@@ -110,11 +110,13 @@ class PipelineRun:
     latencies_ms: list[float]
     stages_ms: dict[str, list[float]]
     outcomes: dict[str, Counter[str]]
-    cpu_ms_per_request: float = 0.0
+    cpu_ms_per_request: float = 0.0  # in the flood
     rss_kib: list[tuple[float, list[int]]] = field(default_factory=list)
     paced_offered_per_s: float = 0.0  # what the open-loop run offered
     paced_fixed: bool = False  # offered at --paced-rate, not at half of max_per_s
     fallbacks: Counter[str] = field(default_factory=Counter)  # see fallback_counts
+    paced_cpu_ms_per_request: float = 0.0
+    soak_cpu_ms_per_request: float | None = None  # None: no soak
 
 
 @dataclass
@@ -591,9 +593,11 @@ def measure_pipeline(kafka: KafkaSettings, settings: Settings, directory: Center
         mix = request_mix(count, paced.name, later=PHASE_CALENDAR_START["paced"])
         paced.ids = [body["request_id"] for body in mix]
         rate = paced_rate or PACED_FRACTION * max_rate
+        cpu_before = pipeline.cpu_seconds()
         with _profiling(_paced_profile(profile), pipeline.pids[0]):
             _submit(producer, topics.requests_submitted, mix, paced, rate=rate)
             paced_done = pipeline.wait_finished(paced, timeout=max(120.0, count / 5))
+        paced_cpu_ms = 1000 * (pipeline.cpu_seconds() - cpu_before) / max(1, len(paced_done))
         rss.append((0.0, pipeline.rss_kib()))
         latencies = [(paced_done[rid][1] - paced.submitted_ns[rid]) / 1e6
                      for rid in paced.ids if paced_done.get(rid, ("", 0))[0] == "invited"]
@@ -604,9 +608,10 @@ def measure_pipeline(kafka: KafkaSettings, settings: Settings, directory: Center
                              {"flood": _outcomes(flood, flood_done),
                               "paced": _outcomes(paced, paced_done)}, cpu_ms, rss,
                              rate, paced_rate is not None)
+        result.paced_cpu_ms_per_request = paced_cpu_ms
         if soak_seconds > 0:
-            result.rss_kib = _soak(pipeline, producer, topics,
-                                   soak_rate or SOAK_FRACTION * max_rate, soak_seconds)
+            result.rss_kib, result.soak_cpu_ms_per_request = _soak(
+                pipeline, producer, topics, soak_rate or SOAK_FRACTION * max_rate, soak_seconds)
         result.fallbacks = pipeline.fallbacks()
         return result
     finally:
@@ -673,8 +678,8 @@ def _stage_breakdown(timelines: dict[str, dict[str, datetime]], phase: _Phase,
 
 
 def _soak(pipeline: _Pipeline, producer: KafkaProducer, topics: TopicNames, rate: float,
-          seconds: float) -> list[tuple[float, list[int]]]:
-    """Paced load for ``seconds``; the workers' RSS every 10 s."""
+          seconds: float) -> tuple[list[tuple[float, list[int]]], float]:
+    """Paced load for ``seconds``; the workers' RSS every 10 s, and their CPU per request."""
     count = int(rate * seconds)
     soak = _Phase(f"{topics.prefix}-soak", [])
     mix = request_mix(count, soak.name, per_hour=SOAK_DEMAND_PER_HOUR,
@@ -693,16 +698,19 @@ def _soak(pipeline: _Pipeline, producer: KafkaProducer, topics: TopicNames, rate
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    cpu_before = pipeline.cpu_seconds()
     try:
         say(f"soak: {count} requests at {rate:.1f}/s for {seconds:.0f} s")
         _submit(producer, topics.requests_submitted, mix, soak, rate=rate)
         done = pipeline.wait_finished(soak, timeout=120.0)
-        say(f"soak: {len(done)}/{count} finished within 120 s of the last submission")
+        cpu_ms = 1000 * (pipeline.cpu_seconds() - cpu_before) / max(1, len(done))
+        say(f"soak: {len(done)}/{count} finished within 120 s of the last submission; "
+            f"worker CPU {cpu_ms:.1f} ms per request")
     finally:
         stop.set()
         sampler.join()
     samples.append((time.monotonic() - begin, pipeline.rss_kib()))
-    return samples
+    return samples, cpu_ms
 
 
 def _paced_profile(profile: Path | None) -> Path | None:
@@ -789,8 +797,11 @@ def format_report(report: BenchReport) -> str:
         if values:
             lines.append(f"  {name:<66} {percentile(values, 0.5):8.1f} "
                          f"{percentile(values, 0.95):8.1f}")
-    lines += ["", f"worker CPU per request in the flood: {run.cpu_ms_per_request:.1f} ms "
-              f"(all stages, all workers)", "outcomes: " + "; ".join(
+    soak = "" if run.soak_cpu_ms_per_request is None else \
+        f", soak {run.soak_cpu_ms_per_request:.1f} ms"
+    lines += ["", f"worker CPU per request: flood {run.cpu_ms_per_request:.1f} ms, paced run "
+              f"{run.paced_cpu_ms_per_request:.1f} ms{soak} (all stages, all workers)",
+              "outcomes: " + "; ".join(
         f"{phase} " + ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
         for phase, counts in run.outcomes.items())]
     lines.append("left the batch path: " + ("; ".join(

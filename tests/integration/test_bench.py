@@ -66,7 +66,8 @@ def test_the_human_report_names_both_rates_the_ratio_and_the_stages(
                      "notifier start → invite written", "outcomes: flood 30 ",
                      "open loop at 20.0/s (fixed by --paced-rate)",
                      "(target p99 < 500 ms: no verdict: not at half of max)",
-                     "left the batch path: "):
+                     "worker CPU per request: flood ", " ms, paced run ",
+                     " ms (all stages, all workers)", "left the batch path: "):
         assert expected in text
     assert list((settings.var_dir / "bench").glob("*/worker-2.log"))
 
@@ -79,6 +80,9 @@ def test_a_soak_at_a_given_rate_samples_the_workers_memory(
     assert code == 0
     assert "soak: 10 requests at 5.0/s for 2 s" in captured.err
     assert "soak: 10/10 finished" in captured.err
+    soak_cpu = float(captured.err.split("worker CPU ")[1].split(" ms per request")[0])
+    assert soak_cpu > 0
+    assert f", soak {soak_cpu:.1f} ms (all stages, all workers)" in captured.out
     samples = captured.out.split("worker RSS (MiB): ")[1].split()[::2]  # "165 → 166 ..."
     assert len(samples) >= 2 and all(int(mib) > 0 for mib in samples)  # the soak's start, end
 

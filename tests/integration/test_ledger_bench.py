@@ -13,17 +13,11 @@ from scheduler.db import create_engine_for, meetings
 from scheduler.directory import default_directory
 from scheduler.sql_ledger import SqlBookingLedger
 from services import cli
-from services.ledger_bench import (
-    LedgerNotEmpty,
-    format_ledger_report,
-    run_ledger_bench,
-)
-from tests.integration.test_sql_ledger import at, meeting
+from services.ledger_bench import LedgerNotEmpty, format_ledger_report, run_ledger_bench
+from tests.integration.test_sql_ledger import DIALECTS, at, meeting
 
 pytest_plugins = ["tests.integration.db_fixtures"]
 pytestmark = pytest.mark.integration
-
-DIALECTS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 def _meetings_held(url: str) -> tuple[int, int]:
