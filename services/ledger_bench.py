@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from scheduler.booking import book
 from scheduler.db import create_engine_for, meetings
@@ -107,7 +107,7 @@ def run_ledger_bench(directory: CenterDirectory, database_url: str | None = None
         return report
 
 
-def _analyze(engine: Any) -> None:
+def _analyze(engine: Engine) -> None:
     """PostgreSQL: fresh planner statistics, as autovacuum gives a table that grew this much.
     SQLite: none, as in a worker's database (nothing runs ``ANALYZE`` there)."""
     if engine.dialect.name == "postgresql":
@@ -115,7 +115,7 @@ def _analyze(engine: Any) -> None:
             conn.exec_driver_sql("ANALYZE meetings")
 
 
-def _time_booking(engine: Any, directory: CenterDirectory,
+def _time_booking(engine: Engine, directory: CenterDirectory,
                   decisions: list[RoutingDecision]) -> Timing:
     ledger = SqlBookingLedger(engine)
     samples = []
