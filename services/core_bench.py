@@ -69,20 +69,12 @@ class CoreReport:
         return None if growth is None else growth[0] <= growth[1]
 
     def to_json_dict(self) -> dict[str, Any]:
-        growth = self.growth()
         return {
             "routing_median_us": round(self.routing_warm.median_us, 2),
             "routing_p99_us": round(self.routing_warm.p99_us, 2),
             "routing_cold_median_us": round(self.routing_cold.median_us, 2),
             "routing_per_s": round(1e6 / self.routing_warm.median_us),
-            "booking": [
-                {"ledger_size": size, "median_us": round(t.median_us, 2),
-                 "p99_us": round(t.p99_us, 2), "searches": len(t.samples)}
-                for size, t in sorted(self.booking.items())
-            ],
-            "booking_time_ratio": None if growth is None else round(growth[0], 3),
-            "log_size_ratio": None if growth is None else round(growth[1], 3),
-            "grows_logarithmically": self.logarithmic(),
+            **booking_json(self.booking),
             "invite_render_median_us": None if self.rendering is None else
             round(self.rendering.median_us, 2),
             "invite_render_p99_us": None if self.rendering is None else
@@ -97,6 +89,21 @@ def growth(booking: dict[int, Timing]) -> tuple[float, float] | None:
         return None
     small, large = min(booking), max(booking)
     return booking[large].median_us / booking[small].median_us, math.log(large) / math.log(small)
+
+
+def booking_json(booking: dict[int, Timing]) -> dict[str, Any]:
+    """The booking search's times per ledger size and their growth, for ``--json``."""
+    ratios = growth(booking)
+    return {
+        "booking": [
+            {"ledger_size": size, "median_us": round(t.median_us, 2),
+             "p99_us": round(t.p99_us, 2), "searches": len(t.samples)}
+            for size, t in sorted(booking.items())
+        ],
+        "booking_time_ratio": None if ratios is None else round(ratios[0], 3),
+        "log_size_ratio": None if ratios is None else round(ratios[1], 3),
+        "grows_logarithmically": None if ratios is None else ratios[0] <= ratios[1],
+    }
 
 
 def percentile(values: list[float], fraction: float) -> float:

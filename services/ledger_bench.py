@@ -31,8 +31,8 @@ from services.core_bench import (
     SEARCH_FROM,
     Timing,
     booking_decisions,
+    booking_json,
     booking_table,
-    growth,
     ledger_meetings,
     sample_help_requests,
 )
@@ -53,19 +53,10 @@ class LedgerReport:
     fill_seconds: dict[int, float] = field(default_factory=dict)
 
     def to_json_dict(self) -> dict[str, Any]:
-        ratios = growth(self.booking)
-        return {
-            "database": self.database,
-            "booking": [
-                {"ledger_size": size, "median_us": round(t.median_us, 2),
-                 "p99_us": round(t.p99_us, 2), "searches": len(t.samples),
-                 "fill_seconds": round(self.fill_seconds.get(size, 0.0), 2)}
-                for size, t in sorted(self.booking.items())
-            ],
-            "booking_time_ratio": None if ratios is None else round(ratios[0], 3),
-            "log_size_ratio": None if ratios is None else round(ratios[1], 3),
-            "grows_logarithmically": None if ratios is None else ratios[0] <= ratios[1],
-        }
+        result = {"database": self.database, **booking_json(self.booking)}
+        for row in result["booking"]:
+            row["fill_seconds"] = round(self.fill_seconds.get(row["ledger_size"], 0.0), 2)
+        return result
 
 
 def run_ledger_bench(directory: CenterDirectory, database_url: str | None = None, *,

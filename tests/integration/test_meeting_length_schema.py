@@ -4,6 +4,7 @@ overlap check, now bounded by that, still refuses every overlap, however long th
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
@@ -85,7 +86,7 @@ def test_moving_a_meeting_onto_the_longest_one_is_refused(engine: Engine) -> Non
                      {"start": stamp(engine, 2, "15:59:59")})
 
 
-def test_sqlite_downgrade_restores_the_triggers_of_0001(tmp_path: object) -> None:
+def test_sqlite_downgrade_restores_the_triggers_of_0001(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/schema.db"
     upgrade_database(url, "0003")
     engine = create_engine_for(url)
@@ -103,7 +104,7 @@ def test_sqlite_downgrade_restores_the_triggers_of_0001(tmp_path: object) -> Non
     assert all("-9 hours" in sql and "meeting_too_long" in sql for _, sql in bounded)
 
 
-def test_sqlite_upgrade_names_the_meetings_it_cannot_take(tmp_path: object) -> None:
+def test_sqlite_upgrade_names_the_meetings_it_cannot_take(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/schema.db"
     upgrade_database(url, "0003")
     engine = create_engine_for(url)
@@ -119,14 +120,16 @@ def test_postgresql_downgrade_drops_the_rule_and_upgrade_restores_it(
     url = new_database("postgresql")
     engine = create_engine_for(url)
     try:
-        downgrade_database(url, "0003")
-        insert(engine, "nine", (2, "08:00:00"), (2, "17:00:00"))
+        try:
+            downgrade_database(url, "0003")
+            insert(engine, "nine", (2, "08:00:00"), (2, "17:00:00"))
+            with pytest.raises(IntegrityError, match="ck_meetings_at_most_8_hours"):
+                upgrade_database(url)
+            with engine.begin() as conn:
+                conn.execute(text("DELETE FROM meetings"))
+        finally:
+            upgrade_database(url)  # the session's database, for the tests that follow
         with pytest.raises(IntegrityError, match="ck_meetings_at_most_8_hours"):
-            upgrade_database(url)
-        with engine.begin() as conn:
-            conn.execute(text("DELETE FROM meetings"))
+            insert(engine, "nine", (2, "08:00:00"), (2, "17:00:00"))
     finally:
-        upgrade_database(url)  # the session's database, for the tests that follow
         engine.dispose()
-    with pytest.raises(IntegrityError, match="ck_meetings_at_most_8_hours"):
-        insert(create_engine_for(url), "nine", (2, "08:00:00"), (2, "17:00:00"))
