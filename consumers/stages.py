@@ -144,7 +144,9 @@ class Submission:
                     (parsed[i][1], canonical_body_hash(parsed[i][0]), parsed[i][0])
                     for i in new], now)
                 routed = {i: self._route(parsed[i][1], now) for i in new}
-                self.store.advance_many(conn, [change for change, _ in routed.values()])
+                self.store.advance_many(  # inserted just now: accepted, and locked
+                    conn, [change for change, _ in routed.values()],
+                    locked={parsed[i][1].request_id: RequestState.ACCEPTED for i in new})
         except Exception as exc:
             log.warning("batch_one_by_one", stage="intake", records=len(records),
                         error=type(exc).__name__)
@@ -227,7 +229,8 @@ class Booking:
                             set_aside += 1
                     elif status is RequestState.BOOKED:
                         batch.one_by_one.append(index)  # a redelivery: re-emit if needed
-                self.store.advance_many(conn, [change for change, _ in booked.values()])
+                self.store.advance_many(conn, [change for change, _ in booked.values()],
+                                        locked=statuses)
         except Exception as exc:
             log.warning("batch_one_by_one", stage="booker", records=len(records),
                         error=type(exc).__name__)

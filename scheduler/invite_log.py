@@ -14,6 +14,17 @@ from scheduler.db import invite_deliveries
 #: (uid, request_id, sequence, method, backend, status, now).
 InviteLogRow = tuple[str, str, int, str, str, str, datetime]
 
+# What :meth:`InviteLog.record_many` runs for every batch, built once (see request_store).
+_c = invite_deliveries.c
+_HELD = select(_c.uid, _c.sequence, _c.method).where(_c.uid.in_(bindparam("uids", expanding=True)))
+_INSERT = insert(invite_deliveries)
+_COUNT_AGAIN = (
+    update(invite_deliveries)
+    .where(_c.uid == bindparam("k_uid"), _c.sequence == bindparam("k_sequence"),
+           _c.method == bindparam("k_method"))
+    .values(status=bindparam("v_status"), detail=None, at=bindparam("v_at"),
+            attempts=_c.attempts + 1))
+
 
 class InviteLog:
     """The delivery record in SQL; the unique (uid, sequence, method) makes a resend a no-op."""
@@ -42,10 +53,8 @@ class InviteLog:
         one statement, repeats counted in another."""
         if not rows:
             return
-        table = invite_deliveries.c
-        held = {(r.uid, r.sequence, r.method) for r in conn.execute(
-            select(table.uid, table.sequence, table.method)
-            .where(table.uid.in_(list({row[0] for row in rows}))))}
+        held = {(r.uid, r.sequence, r.method)
+                for r in conn.execute(_HELD, {"uids": list({row[0] for row in rows})})}
         fresh: list[dict[str, object]] = []
         again: list[dict[str, object]] = []
         for uid, request_id, sequence, method, backend, status, now in rows:
@@ -58,13 +67,9 @@ class InviteLog:
                           "method": method, "backend": backend, "status": status,
                           "detail": None, "attempts": 1, "at": now})
         if fresh:
-            conn.execute(insert(invite_deliveries), fresh)
+            conn.execute(_INSERT, fresh)
         if again:
-            conn.execute(update(invite_deliveries).where(
-                table.uid == bindparam("k_uid"), table.sequence == bindparam("k_sequence"),
-                table.method == bindparam("k_method"),
-            ).values(status=bindparam("v_status"), detail=None, at=bindparam("v_at"),
-                     attempts=table.attempts + 1), again)
+            conn.execute(_COUNT_AGAIN, again)
 
     def delivered(self, request_id: str) -> list[tuple[str, int, str, str]]:
         """(uid, sequence, method, status) of the request's messages, in sending order."""

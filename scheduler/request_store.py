@@ -16,9 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, insert, select, text, update
+from sqlalchemy import Connection, Engine, Update, and_, bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from scheduler.db import deadletters, meetings, read_connection, request_events, requests
@@ -175,6 +176,30 @@ def _supersedes(new: RequestState, current: RequestState) -> bool:
     return new.is_final or _STAGES.index(new) >= _STAGES.index(current)
 
 
+# The statements a stage's batch runs, built once. Built for each call (a new ``select`` with
+# ``in_(list)``), each was constructed, coerced and keyed for the compiled cache again: at the
+# batches of one or two records a steady load brings, that was most of a statement's cost
+# (docs/performance.md, round 8). The lists are expanding bind parameters.
+_STORED = (select(requests.c.request_id, requests.c.body_hash, requests.c.status)
+           .where(requests.c.request_id.in_(bindparam("ids", expanding=True))))
+_STATUSES = (select(requests.c.request_id, requests.c.status)
+             .where(requests.c.request_id.in_(bindparam("ids", expanding=True))))
+_STATUSES_FOR_UPDATE = _STATUSES.with_for_update()
+_SEEN = (select(request_events.c.request_id, request_events.c.fingerprint)
+         .where(request_events.c.request_id.in_(bindparam("ids", expanding=True)),
+                request_events.c.fingerprint.in_(bindparam("fingerprints", expanding=True))))
+_INSERT_REQUESTS = insert(requests)
+_INSERT_EVENTS = insert(request_events)
+
+
+@cache
+def _move(keys: tuple[str, ...]) -> Update:
+    """The UPDATE of one shape of status move: ``rid`` and ``v_<column>`` bind names (a bind
+    name must not be a column name)."""
+    return (update(requests).where(requests.c.request_id == bindparam("rid"))
+            .values({k[2:]: bindparam(k) for k in keys if k != "rid"}))
+
+
 class RequestStore:
     """Requests, their status timelines and dead letters in SQL; one transaction per call."""
 
@@ -238,9 +263,8 @@ class RequestStore:
         """(body hash, status) of the requests among ``request_ids`` that are stored."""
         if not request_ids:
             return {}
-        query = (select(requests.c.request_id, requests.c.body_hash, requests.c.status)
-                 .where(requests.c.request_id.in_(list(request_ids))))
-        return {r.request_id: (r.body_hash, RequestState(r.status)) for r in conn.execute(query)}
+        return {r.request_id: (r.body_hash, RequestState(r.status))
+                for r in conn.execute(_STORED, {"ids": list(request_ids)})}
 
     def insert_accepted(self, conn: Connection,
                         items: Sequence[tuple[HelpRequest, str, Mapping[str, Any] | None]],
@@ -251,7 +275,7 @@ class RequestStore:
         """
         if not items:
             return
-        conn.execute(insert(requests), [{
+        conn.execute(_INSERT_REQUESTS, [{
             "request_id": request.request_id, "body_hash": body_hash,
             "body": canonical_json(dict(body) if body is not None else request.to_json_dict()),
             "status": RequestState.ACCEPTED.value, "center_id": None,
@@ -260,7 +284,7 @@ class RequestStore:
             "tenant_id": request.tenant.id, "submitted_at": request.submitted_at,
             "accepted_at": now, "updated_at": now,
         } for request, body_hash, body in items])
-        conn.execute(insert(request_events), [
+        conn.execute(_INSERT_EVENTS, [
             _event(request.request_id, RequestState.ACCEPTED, now, None)
             for request, _, _ in items])
 
@@ -269,28 +293,32 @@ class RequestStore:
         """The status of each stored request among ``request_ids``; ``lock``: FOR UPDATE."""
         if not request_ids:
             return {}
-        query = (select(requests.c.request_id, requests.c.status)
-                 .where(requests.c.request_id.in_(list(request_ids))))
-        if lock:
-            query = query.with_for_update()
-        return {r.request_id: RequestState(r.status) for r in conn.execute(query)}
+        query = _STATUSES_FOR_UPDATE if lock else _STATUSES
+        return {r.request_id: RequestState(r.status)
+                for r in conn.execute(query, {"ids": list(request_ids)})}
 
-    def advance_many(self, conn: Connection,
-                     changes: Sequence[Advance]) -> dict[str, RequestState]:
+    def advance_many(self, conn: Connection, changes: Sequence[Advance], *,
+                     locked: Mapping[str, RequestState] | None = None,
+                     ) -> dict[str, RequestState]:
         """:meth:`advance` for each change, in order, in the caller's transaction.
 
-        Returns each known request's status after its changes; unknown requests are left out.
+        ``locked``: statuses the caller read or wrote earlier in this same transaction, with the
+        rows locked (``statuses(..., lock=True)``, or the requests it inserted); those are not
+        read again. Returns each known request's status after its changes; unknown requests
+        are left out.
         """
         if not changes:
             return {}
         # FOR UPDATE serializes advances of one request on PostgreSQL; SQLite already has
         # the write lock (BEGIN IMMEDIATE).
-        current = self.statuses(conn, {c.request_id for c in changes}, lock=True)
+        ids = {c.request_id for c in changes}
+        known = locked or {}
+        current = {rid: known[rid] for rid in ids if rid in known}
+        if len(current) < len(ids):
+            current.update(self.statuses(conn, ids - current.keys(), lock=True))
         events = [_event(c.request_id, c.status, c.now, c.detail) for c in changes]
-        seen = {(r.request_id, r.fingerprint) for r in conn.execute(
-            select(request_events.c.request_id, request_events.c.fingerprint)
-            .where(request_events.c.request_id.in_(list(current)),
-                   request_events.c.fingerprint.in_(list({e["fingerprint"] for e in events}))))}
+        seen = {(r.request_id, r.fingerprint) for r in conn.execute(_SEEN, {
+            "ids": list(current), "fingerprints": list({e["fingerprint"] for e in events})})}
         new_events: list[dict[str, Any]] = []
         moves: dict[str, dict[str, Any]] = {}
         for change, event in zip(changes, events, strict=True):
@@ -308,14 +336,10 @@ class RequestStore:
             if change.center_id is not None:
                 move["v_center_id"] = change.center_id
         if new_events:
-            conn.execute(insert(request_events), new_events)
-        # One executemany per shape (with or without a new center); bind names must not be
-        # column names, hence the ``v_`` prefix.
+            conn.execute(_INSERT_EVENTS, new_events)
+        # One executemany per shape (with or without a new center).
         for keys in {tuple(sorted(m)) for m in moves.values()}:
-            batch = [m for m in moves.values() if tuple(sorted(m)) == keys]
-            conn.execute(
-                update(requests).where(requests.c.request_id == bindparam("rid"))
-                .values({k[2:]: bindparam(k) for k in keys if k != "rid"}), batch)
+            conn.execute(_move(keys), [m for m in moves.values() if tuple(sorted(m)) == keys])
         return current
 
     def reopen(self, request_id: str, now: datetime,

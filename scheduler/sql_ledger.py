@@ -47,6 +47,9 @@ READ_AHEAD = timedelta(days=1)
 # a new ``select``), each was constructed and keyed for the compiled cache again: the meeting
 # insert alone was 3.8 % of a worker's CPU in the flood (round 6).
 _INSERT_MEETING = insert(meetings)
+_ACTIVE_MEETINGS = select(meetings).where(
+    meetings.c.request_id.in_(bindparam("request_ids", expanding=True)),
+    meetings.c.status == "active")
 _INSERT_MEETING_UNLESS_TAKEN = (
     postgresql.insert(meetings).on_conflict_do_nothing().returning(meetings.c.id))
 _SCHEDULES = (
@@ -250,9 +253,8 @@ class BatchLedger:
         ids = [rid for rid in request_ids if rid not in self._meetings]
         if not ids:
             return
-        found = {row.request_id: _meeting(row) for row in self._conn.execute(
-            select(meetings).where(meetings.c.request_id.in_(ids),
-                                   meetings.c.status == "active"))}
+        found = {row.request_id: _meeting(row)
+                 for row in self._conn.execute(_ACTIVE_MEETINGS, {"request_ids": ids})}
         self._meetings.update((rid, found.get(rid)) for rid in ids)
 
     def reserve(self, specialist_ids: Iterable[str]) -> None:

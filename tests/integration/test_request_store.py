@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
+from sqlalchemy import event as sql_event
 
 from scheduler.db import create_engine_for, requests
 from scheduler.request_store import (
@@ -333,3 +334,43 @@ def test_advance_many_is_advance_for_each_change_in_order(
     finally:
         one.dispose()
         many.dispose()
+
+
+def test_advance_many_reads_only_the_statuses_it_is_not_given(database_url: str) -> None:
+    """``locked`` statuses (read FOR UPDATE earlier in the transaction) are not read again;
+    the others are, and the outcome is what reading them all gives."""
+    engine = create_engine_for(database_url)
+    try:
+        store = RequestStore(engine)
+        for n in range(3):
+            data = body(f"req-{n}")
+            store.accept(parsed(data), canonical_body_hash(data), T0)
+        store.advance("req-2", RequestState.CANCELLED, minutes(1))
+        reads: list[str] = []
+
+        def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if statement.startswith("SELECT requests.request_id, requests.status"):
+                reads.append(statement)
+
+        sql_event.listen(engine, "before_cursor_execute", count)
+        with store.transaction() as conn:
+            locked = store.statuses(conn, ["req-0", "req-1"], lock=True)
+            del reads[:]
+            after = store.advance_many(conn, [
+                Advance("req-0", RequestState.ROUTED, minutes(2), {}, "taipei"),
+                Advance("req-1", RequestState.ROUTED, minutes(2), {}, "dublin")], locked=locked)
+            assert reads == []
+            after |= store.advance_many(conn, [
+                Advance("req-1", RequestState.BOOKED, minutes(3)),
+                Advance("req-2", RequestState.ROUTED, minutes(3)),  # read: cancelled stays
+                Advance("req-9", RequestState.ROUTED, minutes(3))], locked=locked)
+            assert len(reads) == 1
+        sql_event.remove(engine, "before_cursor_execute", count)
+        assert after == {"req-0": RequestState.ROUTED, "req-1": RequestState.BOOKED,
+                         "req-2": RequestState.CANCELLED}
+        assert [(n, s.status, s.center_id) for n in range(3)
+                if (s := store.status(f"req-{n}")) is not None] == [
+            (0, RequestState.ROUTED, "taipei"), (1, RequestState.BOOKED, "dublin"),
+            (2, RequestState.CANCELLED, None)]
+    finally:
+        engine.dispose()

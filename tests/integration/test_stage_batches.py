@@ -182,11 +182,11 @@ def test_a_failing_batch_transaction_is_retried_one_record_at_a_time(
     real = line.store.advance_many
     calls = {"n": 0}
 
-    def fail_once(conn: Any, changes: Any) -> Any:
+    def fail_once(conn: Any, changes: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 1:
             raise OperationalError("UPDATE requests", {}, Exception("database is locked"))
-        return real(conn, changes)
+        return real(conn, changes, **kwargs)
 
     monkeypatch.setattr(line.store, "advance_many", fail_once)
     outcomes = line.submission.handle_batch([(v, Origin("t", 0, n))
