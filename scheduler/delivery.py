@@ -9,10 +9,12 @@ already in a specialist's calendar block booking.
 
 from __future__ import annotations
 
+import email
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
+from email.policy import default
 from typing import Literal, Protocol, runtime_checkable
 
 from scheduler.directory import Center
@@ -33,7 +35,22 @@ class Invite:
     sequence: int
     method: Method
     ics: bytes
-    email: EmailMessage
+    email: Message
+
+
+def parsed_email(message: Message) -> EmailMessage:
+    """The email as a receiver reads it: its bytes parsed back with ``email.policy.default``,
+    for a backend that needs its parts or addresses (the invite email is built with
+    ``compat32``, which has neither ``get_body`` nor address headers)."""
+    parsed = email.message_from_bytes(message.as_bytes(), policy=default)
+    assert isinstance(parsed, EmailMessage)  # what policy.default's message factory makes
+    return parsed
+
+
+def email_body(message: Message, subtype: str) -> str:
+    """The text of the email's ``text/<subtype>`` body ("" if it has none), decoded."""
+    part = parsed_email(message).get_body(preferencelist=(subtype,))
+    return "" if part is None else str(part.get_content())
 
 
 @dataclass(frozen=True)

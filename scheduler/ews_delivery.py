@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from email.message import EmailMessage
+from email.message import Message
 from typing import Any
 
 import requests
@@ -44,7 +44,14 @@ from exchangelib.items import SEND_TO_ALL_AND_SAVE_COPY
 from exchangelib.version import EXCHANGE_2016, Build, Version
 from icalendar import Calendar
 
-from scheduler.delivery import DeliveryFailed, DeliveryReceipt, Invite, Span, merge_spans
+from scheduler.delivery import (
+    DeliveryFailed,
+    DeliveryReceipt,
+    Invite,
+    Span,
+    email_body,
+    merge_spans,
+)
 from scheduler.delivery_settings import DeliverySettingsInvalid
 
 BLOCKING_BUSY_TYPES = frozenset({"Busy", "OOF", "Tentative"})
@@ -214,6 +221,5 @@ def _utc(moment: datetime) -> datetime:
     return datetime.fromtimestamp(moment.timestamp(), tz=UTC)
 
 
-def _body(message: EmailMessage, subtype: str) -> str:
-    part = message.get_body(preferencelist=(subtype,))
-    return "" if part is None else str(part.get_content()).strip()
+def _body(message: Message, subtype: str) -> str:
+    return email_body(message, subtype).strip()

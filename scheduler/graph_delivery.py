@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from email.message import EmailMessage
+from email.message import Message
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,7 +30,14 @@ import httpx
 from icalendar import Calendar
 from tzlocal.windows_tz import tz_win, win_tz
 
-from scheduler.delivery import DeliveryFailed, DeliveryReceipt, Invite, Span, merge_spans
+from scheduler.delivery import (
+    DeliveryFailed,
+    DeliveryReceipt,
+    Invite,
+    Span,
+    email_body,
+    merge_spans,
+)
 from scheduler.delivery_settings import DeliverySettingsInvalid
 
 GRAPH_URL = "https://graph.microsoft.com/v1.0"
@@ -295,11 +302,9 @@ def _zone(name: str) -> Any:
                              transient=False) from exc
 
 
-def _html_body(message: EmailMessage) -> str:
-    part = message.get_body(preferencelist=("html",))
-    return "" if part is None else str(part.get_content())
+def _html_body(message: Message) -> str:
+    return email_body(message, "html")
 
 
-def _plain_body(message: EmailMessage) -> str:
-    part = message.get_body(preferencelist=("plain",))
-    return "" if part is None else str(part.get_content()).strip()
+def _plain_body(message: Message) -> str:
+    return email_body(message, "plain").strip()

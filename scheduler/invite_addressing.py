@@ -1,7 +1,10 @@
 """Who an invite or reminder goes to, and the email headers that address it.
 
 From the center's mailbox (the ORGANIZER) to every ATTENDEE: the requester, the partner if any,
-and the specialist. Display names lose the characters that could change the recipients.
+and the specialist. Display names lose the characters that could change the recipients. Invites
+are addressed as text for ``compat32`` (:func:`address_headers`), reminders with header objects
+for ``email.policy.SMTP`` (:func:`address_message`); either header goes without names when its
+fold would not read back as exactly its addresses.
 """
 
 from __future__ import annotations
@@ -10,10 +13,13 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
-from email.policy import EmailPolicy, Policy, default
+from email.policy import Compat32, EmailPolicy, Policy, default
+from email.utils import formataddr, getaddresses
 from typing import Any, TypeVar, cast
 
 from scheduler.directory import Center, Specialist
@@ -59,6 +65,60 @@ def address_message(message: EmailMessage, meeting: Meeting, request: HelpReques
     to = [_address(who.name, who.email, who.field)
           for who in attendees(request, meeting_specialist(meeting, center))]
     _set_addresses(message, "To", to)
+
+
+def address_headers(meeting: Meeting, request: HelpRequest, center: Center,
+                    policy: Compat32) -> tuple[str, str]:
+    """The From (the center's mailbox) and To (every attendee) values for a ``compat32``
+    message: ``Name <user@domain>, ...``, a name RFC 2047-encoded when it is not ASCII.
+
+    A header whose fold by ``policy`` does not read back as exactly its addresses goes
+    without display names (see :func:`_set_addresses`), so no name can change who receives
+    the message.
+    """
+    sender = [_address(center.name, center.mailbox, "center.mailbox")]
+    to = [_address(who.name, who.email, who.field)
+          for who in attendees(request, meeting_specialist(meeting, center))]
+    return _legacy_header("From", sender, policy), _legacy_header("To", to, policy)
+
+
+def _legacy_header(name: str, addresses: list[Address], policy: Compat32) -> str:
+    written = [_mailbox(address) for address in addresses]
+    value = ", ".join(text for text, _ in written)
+    if _reads_back_legacy(name, value, [address for _, address in written], policy):
+        return value
+    return ", ".join(a.addr_spec for a in addresses)
+
+
+def _mailbox(address: Address) -> tuple[str, Address]:
+    """``Name <user@domain>`` and the address it says: an ASCII name quoted where it needs to
+    be, any other as one RFC 2047 encoded word; a name too long for one (75 characters, §2)
+    is left out.
+
+    Several words would fold, but readers differ on the space between them: Python's own
+    ``email.policy.default`` parser keeps it inside a display name.
+    """
+    name, addr_spec = address.display_name, address.addr_spec
+    if not name or name.isascii():
+        return formataddr((name, addr_spec)), address
+    word = formataddr((name, addr_spec), charset="utf-8").removesuffix(f" <{addr_spec}>")
+    if len(word) > _ENCODED_WORD_MAX:
+        return addr_spec, Address(username=address.username, domain=address.domain)
+    return f"{word} <{addr_spec}>", address
+
+
+def _reads_back_legacy(name: str, value: str, addresses: list[Address],
+                       policy: Compat32) -> bool:
+    """Whether ``value``, folded by ``policy`` as the generator will, unfolds and parses back
+    (names decoded) as exactly ``addresses``."""
+    folded = policy.fold(name, value)
+    unfolded = _LINE_BREAK_BEFORE_SPACE_TEXT.sub("", folded).partition(":")[2].strip()
+    try:
+        found = [(str(make_header(decode_header(display))), address)
+                 for display, address in getaddresses([unfolded])]
+    except (HeaderParseError, UnicodeDecodeError, LookupError):
+        return False
+    return found == [(a.display_name, a.addr_spec) for a in addresses]
 
 
 def message_id(uid: str, sequence: int, method: str, mailbox: str) -> str:
@@ -136,3 +196,6 @@ def per_policy(header: Any, slot: str, policy: Policy, compute: Callable[[], _T]
 
 #: A fold: the line break itself, not the white space that follows it.
 _LINE_BREAK_BEFORE_SPACE = re.compile(rb"\r?\n(?=[ \t])")
+_LINE_BREAK_BEFORE_SPACE_TEXT = re.compile(r"\r?\n(?=[ \t])")
+#: RFC 2047 §2: an encoded word is at most 75 characters.
+_ENCODED_WORD_MAX = 75

@@ -5,9 +5,9 @@ Pure rendering: every input, the clock included, is passed in. The words are
 a property, parameter or component of its own.
 
 What is costly and always the same is remembered, never changing a byte of the output: each
-zone's VTIMEZONE per span of years, the last invites :func:`build_invite` rendered (so
+zone's VTIMEZONE per span of years, and the last invites :func:`build_invite` rendered (so
 :func:`build_imip_message`, called right after with the same bytes, need not parse them or word
-them again), and one class per email header name.
+them again).
 """
 
 from __future__ import annotations
@@ -17,22 +17,26 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from email.headerregistry import BaseHeader, HeaderRegistry
-from email.message import EmailMessage
-from email.policy import SMTP, Policy
+from email.encoders import encode_base64
+from email.message import Message
+from email.mime.application import MIMEApplication
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import Compat32
 from email.utils import format_datetime as rfc5322_date
 from functools import lru_cache
+from typing import Any
 
 from icalendar import Calendar, Event, Timezone, vCalAddress
 
 from scheduler.directory import Center
 from scheduler.ical_lines import ical_bytes
 from scheduler.invite_addressing import (
-    address_message,
+    address_headers,
     attendees,
     meeting_specialist,
     message_id,
-    per_policy,
 )
 from scheduler.invite_values import InvalidInvite, header_text, mailto, one_line
 from scheduler.invite_wording import InviteText, Method, invite_text
@@ -86,12 +90,18 @@ def build_invite(meeting: Meeting, request: HelpRequest, center: Center, *, sequ
 
 
 def build_imip_message(ics: bytes, meeting: Meeting, request: HelpRequest, center: Center, *,
-                       method: Method, now: datetime) -> EmailMessage:
+                       method: Method, now: datetime) -> Message:
     """Wrap invite bytes from :func:`build_invite` in an RFC 6047 iMIP email.
 
     From the center's mailbox (the ORGANIZER) to every ATTENDEE: ``multipart/mixed`` holding
     ``multipart/alternative`` (text, HTML, ``text/calendar; method=...``) and the same bytes as
     the ``invite.ics`` attachment. The subject says "updated" when the invite's SEQUENCE is > 0.
+
+    Built with the email package's ``email.mime`` classes and its ``compat32`` policy (CRLF):
+    every value is set once and written as set, where ``email.policy.SMTP`` parses each
+    header into a tree and folds it back (2-3 times the cost of the whole email). The message's
+    bytes are what a backend sends; one that needs its parts (EWS, Graph) parses them back
+    (:func:`scheduler.delivery.parsed_email`).
     """
     rendered = _recall(ics)
     if rendered is None:
@@ -104,18 +114,28 @@ def build_imip_message(ics: bytes, meeting: Meeting, request: HelpRequest, cente
         text = rendered.text  # the same (frozen) inputs, method and sequence: the same words
     else:
         text = invite_text(meeting, request, center, method=method, sequence=sequence)
-    message = EmailMessage(policy=_POLICY)
-    address_message(message, meeting, request, center)
-    message["Subject"] = header_text(text.subject)
+    mid = message_id(meeting.uid, sequence, method, center.mailbox)
+    # Boundaries from the message id, so a resend is byte-identical (``=_`` is never base64).
+    token = mid.strip("<>").partition("@")[0]
+    calendar = MIMEBase("text", "calendar", policy=_POLICY, method=method, charset="UTF-8")
+    calendar.set_payload(ics)
+    encode_base64(calendar)
+    attachment = MIMEApplication(ics, "ics", policy=_POLICY)
+    attachment.add_header("Content-Disposition", "attachment", filename="invite.ics")
+    alternative = MIMEMultipart("alternative", f"=_alternative_{token}", [
+        _text_part(text.plain_body(), "plain"),
+        _text_part(text.html_body(meeting.language), "html"),
+        calendar,
+    ], policy=_POLICY)
+    message = MIMEMultipart("mixed", f"=_mixed_{token}", [alternative, attachment],
+                            policy=_POLICY)
+    sender, recipients = address_headers(meeting, request, center, _POLICY)
+    message["From"] = sender
+    message["To"] = recipients
+    message["Subject"] = header_text(text.subject)  # compat32 encodes it when not ASCII
     message["Date"] = rfc5322_date(now.astimezone(UTC))
-    message["Message-ID"] = message_id(meeting.uid, sequence, method, center.mailbox)
-    message.set_content(text.plain_body(), charset="utf-8")
-    message.add_alternative(text.html_body(meeting.language), subtype="html", charset="utf-8")
-    message.add_alternative(ics, maintype="text", subtype="calendar", cte="base64",
-                            params={"method": method, "charset": "UTF-8"})
-    message.add_attachment(ics, maintype="application", subtype="ics", filename="invite.ics")
-    message["Content-Language"] = meeting.language  # after set_content, which drops Content-*
-    _stable_boundaries(message)
+    message["Message-ID"] = mid
+    message["Content-Language"] = meeting.language
     return message
 
 
@@ -226,79 +246,35 @@ def _vtimezone_ical(tzid: str, first_date: date, last_date: date) -> bytes | Non
     return bytes(timezone.to_ical())
 
 
-# -- email headers ------------------------------------------------------------------------------
+# -- the email -------------------------------------------------------------------------------
 
+class _WirePolicy(Compat32):
+    """``compat32`` writing a header that needs no folding as it is.
 
-class _SharedHeader(BaseHeader):
-    """A header that may appear in many messages (see :class:`_HeaderClasses`), folding once
-    per policy: a header never changes once built, and folding it (the generator does, for
-    every message that holds it) costs about as much as parsing it."""
-
-    def fold(self, *, policy: Policy) -> str:
-        return per_policy(self, "_folds", policy, lambda: BaseHeader.fold(self, policy=policy))
-
-
-class _HeaderClasses(HeaderRegistry):
-    """The standard header registry, building each header class once and each header from a
-    given string once.
-
-    ``HeaderRegistry[name]`` creates a new class (``type(...)``) for every header it parses,
-    which in Python 3.11 costs about as much as parsing a short header and leaves garbage for
-    the cyclic collector. The classes have no state of their own, so one per header name serves
-    all. Only the invite's own headers pass through here (a fixed few names).
-
-    A header is immutable once parsed (a ``str`` with its parse tree), and most of an invite's
-    headers are the same in every invite: the MIME structure's ``Content-Type``,
-    ``Content-Transfer-Encoding`` and ``Content-Disposition`` (set, then read and set again by
-    ``set_param``), ``MIME-Version``, the center's ``From``. Parsing them was a quarter of a
-    worker's time, so a header built from a string is kept, by its exact name and value, and
-    given to every message that sets the same; headers built from objects are not, nor the
-    headers whose value is new in every invite (:data:`_NEVER_SHARED`). The rest are
-    kept least recently used first out, :data:`_PARSED_MAX` at most: the shared ones are used
-    by every invite and stay, the few other unique values (the boundaries' ``Content-Type``)
-    pass through soon.
+    ``compat32`` gives every header to :class:`email.header.Header` to fold, and that was half
+    the cost of writing an invite's email: two dozen headers, nearly all short printable ASCII
+    (the parts' ``Content-Type``, ``MIME-Version``, ...), which it gives back unchanged. Those
+    are written directly; any other goes to ``Header`` as before, so the bytes are the same
+    (a property test compares the two).
     """
 
-    def __init__(self) -> None:
-        super().__init__(base_class=_SharedHeader)
-        self._classes: dict[str, type[BaseHeader]] = {}
-        self._parsed: OrderedDict[tuple[str, str], BaseHeader] = OrderedDict()
-        self._parsed_lock = threading.Lock()
-
-    def __getitem__(self, name: str) -> type[BaseHeader]:
-        key = name.lower()
-        cls = self._classes.get(key)
-        if cls is None:
-            cls = self._classes[key] = super().__getitem__(name)
-        return cls
-
-    def __call__(self, name: str, value: object) -> BaseHeader:
-        if not isinstance(value, str) or name.lower() in _NEVER_SHARED:
-            return super().__call__(name, value)
-        key = (name, value)
-        with self._parsed_lock:
-            header = self._parsed.get(key)
-            if header is not None:
-                self._parsed.move_to_end(key)
-                return header
-        header = super().__call__(name, value)
-        with self._parsed_lock:
-            self._parsed[key] = header
-            if len(self._parsed) > _PARSED_MAX:
-                self._parsed.popitem(last=False)
-        return header
+    def _fold(self, name: str, value: Any, sanitize: bool) -> str:
+        if (type(value) is str and len(name) + len(value) + 2 <= (self.max_line_length or 78)
+                and _PRINTABLE_ASCII.fullmatch(value)):
+            return f"{name}: {value}{self.linesep}"
+        return str(super()._fold(name, value, sanitize))  # type: ignore[misc]  # not in typeshed
 
 
-#: Headers kept by :class:`_HeaderClasses`. An invite shares about a dozen and brings two
-#: of its own (the boundaries); a small cache keeps allocations short-lived (a 4,096-entry
-#: cache emptied when full held thousands of dead parse trees at a time).
-_PARSED_MAX = 256
-#: Header names whose value is new in every invite: never worth keeping (``To`` names the
-#: requester).
-_NEVER_SHARED = frozenset({"subject", "date", "message-id", "to"})
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+#: ``compat32`` with the CRLF line ends of the wire: what :meth:`Message.as_bytes` writes.
+_POLICY = _WirePolicy(linesep="\r\n")
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
-#: ``email.policy.SMTP`` in every respect but the header factory above.
-_POLICY = SMTP.clone(header_factory=_HeaderClasses())
+
+def _text_part(body: str, subtype: str) -> MIMEText:
+    """A UTF-8 ``text/<subtype>`` part, base64 over the canonical form (CRLF line breaks, RFC
+    2046 §4.1.1), as ``email.policy.SMTP`` encoded it."""
+    return MIMEText(_LINE_END.sub("\r\n", body), subtype, "utf-8", policy=_POLICY)
 
 
 def _check(method: str, sequence: int, now: datetime) -> None:
@@ -308,13 +284,3 @@ def _check(method: str, sequence: int, now: datetime) -> None:
         raise InvalidInvite(f"sequence: {sequence} is negative")
     if now.tzinfo is None or now.utcoffset() is None:
         raise InvalidInvite("now: must be an aware datetime")
-
-
-def _stable_boundaries(message: EmailMessage) -> None:
-    """Boundaries from the message id, so a resend is byte-identical (``=_`` is never base64)."""
-    token = str(message["Message-ID"]).strip("<>").partition("@")[0]
-    message.set_boundary(f"=_mixed_{token}")
-    for part in message.iter_parts():
-        if part.get_content_type() == "multipart/alternative":
-            part.set_boundary(f"=_alternative_{token}")
-

@@ -23,7 +23,7 @@ import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from email.message import EmailMessage
+from email.message import Message
 from pathlib import Path
 
 from icalendar import Calendar
@@ -101,7 +101,7 @@ class OutboxDelivery:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
 
-    def deliver(self, ics: bytes, message: EmailMessage, uid: str, sequence: int,
+    def deliver(self, ics: bytes, message: Message, uid: str, sequence: int,
                 method: str) -> Path:
         """Write ``<uid>.eml`` then ``<uid>.ics`` unless the outbox already holds this message
         or a later one; return the path of ``<uid>.ics`` either way."""
@@ -115,7 +115,7 @@ class OutboxDelivery:
     def _ics_path(self, uid: str) -> Path:
         return self.directory / f"{uid}.ics"
 
-    def _write_if_later(self, ics: bytes, message: EmailMessage, uid: str, sequence: int,
+    def _write_if_later(self, ics: bytes, message: Message, uid: str, sequence: int,
                         method: str) -> bool:
         """Under the lock: replace ``<uid>.eml`` then ``<uid>.ics`` if this message is later
         than the one held; True when it was. The caller fsyncs the directory."""

@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from typing import Any, Literal
 
 import aiosmtplib
 from pydantic import BaseModel, ConfigDict
 
-from scheduler.delivery import DeliveryFailed, DeliveryReceipt, Invite
+from scheduler.delivery import DeliveryFailed, DeliveryReceipt, Invite, parsed_email
 from scheduler.delivery_settings import DeliverySettingsInvalid, parse_settings, secret_from
 
 StartTls = bool | Literal["auto"]
@@ -94,7 +94,7 @@ class SmtpDelivery:
         Any recipient refused makes the whole delivery fail, after the others got it.
         """
         message = invite.email
-        sender, recipients = _envelope(message)
+        sender, recipients = _envelope(parsed_email(message))
         try:
             refused, _ = asyncio.run(self._send(message, sender, recipients))
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -113,7 +113,7 @@ class SmtpDelivery:
             raise self._refused({address: reply.code for address, reply in refused.items()})
         return DeliveryReceipt(location=self.location, external_id=str(message["Message-ID"]))
 
-    async def _send(self, message: EmailMessage, sender: str, recipients: Sequence[str],
+    async def _send(self, message: Message, sender: str, recipients: Sequence[str],
                     ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
         return await aiosmtplib.send(
             message, sender=sender, recipients=recipients, hostname=self.host, port=self.port,
