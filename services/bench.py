@@ -63,6 +63,7 @@ from services.kafka_config import (
 from services.ledger_bench import LedgerNotEmpty, print_ledger_report, run_ledger_bench
 from services.sample_requests import sample_requests
 from services.settings import Settings
+from services.stage_bench import format_stage_report, run_stage_bench
 from services.topics import TopicNames, ensure_topics
 
 DEFAULT_REQUESTS = 1000
@@ -154,7 +155,7 @@ class BenchReport:
 
 def run_bench(settings: Settings, *, requests: int = DEFAULT_REQUESTS,
               database_url: str | None = None, json_output: bool = False,
-              core_only: bool = False, ledger_only: bool = False,
+              core_only: bool = False, ledger_only: bool = False, stages_only: bool = False,
               workers: int = DEFAULT_WORKERS,
               soak_seconds: float = 0.0, profile: Path | None = None,
               paced_rate: float | None = None, soak_rate: float | None = None,
@@ -166,7 +167,8 @@ def run_bench(settings: Settings, *, requests: int = DEFAULT_REQUESTS,
     ``profile`` records the first worker with py-spy during the flood (collapsed stacks), and
     during the paced run to the same path with ``.paced`` added;
     ``paced_rate`` runs the open-loop phase at that rate instead of half the flood's, to compare
-    configurations at one load (the report then gives no verdict on the latency target).
+    configurations at one load (the report then gives no verdict on the latency target);
+    ``stages_only`` times the stages in this process by batch size (``services.stage_bench``).
     """
     directory = settings.load_directory()
     if core_only:
@@ -183,6 +185,10 @@ def run_bench(settings: Settings, *, requests: int = DEFAULT_REQUESTS,
         return 0
     if requests < 10:
         raise ValueError("--requests must be at least 10")
+    if stages_only:
+        stages = run_stage_bench(settings, datetime.now(UTC), requests=requests, progress=say)
+        print(json.dumps(stages.to_json_dict()) if json_output else format_stage_report(stages))
+        return 0
     run = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     folder = (settings.var_dir / "bench" / run).resolve()
     folder.mkdir(parents=True, exist_ok=True)

@@ -110,6 +110,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="only the booking search on the SQL ledger at 1,000 to 1,000,000 "
                             "meetings (a fresh SQLite file, or --database-url, which must hold "
                             "no meetings)")
+    bench.add_argument("--stages-only", action="store_true",
+                       help="only the CPU a request costs in each stage at batches of 1, 10 "
+                            "and 50 records: the stages in this process, a fresh SQLite file "
+                            "and outbox, no broker (--requests per batch size)")
     bench.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                        help="add a run of SECONDS at a quarter of the flood's rate, sampling "
                             "worker RSS every 10 s")
@@ -251,15 +255,19 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"{option}: {rate} is not a positive rate")
     if args.soak_rate is not None and not args.soak > 0:
         raise UsageError("--soak-rate needs --soak SECONDS")
-    if args.core_only and args.ledger_only:
-        raise UsageError("--core-only and --ledger-only: choose one")
+    if sum((args.core_only, args.ledger_only, args.stages_only)) > 1:
+        raise UsageError("--core-only, --ledger-only and --stages-only: choose one")
+    if args.stages_only and args.database_url:
+        raise UsageError("--stages-only runs on a fresh SQLite file; --database-url is for "
+                         "the pipeline and --ledger-only")
     # SIGTERM would end the process without unwinding, leaving the embedded broker and the
     # workers it started running; as an exception it stops them on the way out, as Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return run_bench(settings, requests=args.requests, database_url=args.database_url,
                          json_output=args.json, core_only=args.core_only,
-                         ledger_only=args.ledger_only, workers=args.workers,
+                         ledger_only=args.ledger_only, stages_only=args.stages_only,
+                         workers=args.workers,
                          soak_seconds=args.soak, profile=args.profile,
                          paced_rate=args.paced_rate, soak_rate=args.soak_rate)
     finally:

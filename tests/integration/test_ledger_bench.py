@@ -63,7 +63,10 @@ def test_a_database_that_holds_meetings_is_refused(
     assert _meetings_held(url) == (1, 1)
 
 
-def test_core_only_and_ledger_only_are_one_or_the_other(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["bench", "--core-only", "--ledger-only"]) == cli.EXIT_INVALID
-    assert "--core-only and --ledger-only: choose one" in capsys.readouterr().err
+@pytest.mark.parametrize("options", [["--core-only", "--ledger-only"],
+                                     ["--ledger-only", "--stages-only"],
+                                     ["--core-only", "--stages-only"]])
+def test_the_partial_benchmarks_are_one_at_a_time(
+        options: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", *options]) == cli.EXIT_INVALID
+    assert "--core-only, --ledger-only and --stages-only: choose one" in capsys.readouterr().err
