@@ -99,7 +99,7 @@ def build_imip_message(ics: bytes, meeting: Meeting, request: HelpRequest, cente
 
     Built with the email package's ``email.mime`` classes and its ``compat32`` policy (CRLF):
     every value is set once and written as set, where ``email.policy.SMTP`` parses each
-    header into a tree and folds it back (2-3 times the cost of the whole email). The message's
+    header into a tree and folds it back (most of what the email cost). The message's
     bytes are what a backend sends; one that needs its parts (EWS, Graph) parses them back
     (:func:`scheduler.delivery.parsed_email`).
     """
