@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
@@ -20,14 +19,13 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import Compat32, EmailPolicy, Policy, default
 from email.utils import formataddr, getaddresses
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from scheduler.directory import Center, Specialist
 from scheduler.invite_values import InvalidInvite, header_text, valid_email
 from schemas.events import Meeting
 from schemas.help_request import HelpRequest
 
-_T = TypeVar("_T")
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,"]')
 
 
@@ -159,39 +157,18 @@ def _reads_back(header: Any, addresses: list[Address], policy: Policy) -> bool:
     Building the header parsed its text, so its addresses say whether the text reads back.
     When the folder only broke lines at the text's own spaces, unfolding the header gives
     that text again (RFC 5322 unfolding removes a line break before white space): nothing
-    more to check, and the fold is the one the generator writes (a shared header keeps its
-    folds). Anything else the folder did (quoted, encoded, broke a word) is read back with
-    the parser. The verdict depends on the header and the policy alone, so it is kept on the
-    header: a shared one is checked once.
+    more to check. Anything else the folder did (quoted, encoded, broke a word) is read back
+    with the parser.
     """
     expected = [(a.display_name, a.addr_spec) for a in addresses]
     if [(a.display_name, a.addr_spec) for a in header.addresses] != expected:
         return False
-
-    def check() -> bool:
-        name = header.name
-        folded = policy.fold_binary(name, header)
-        unfolded = _LINE_BREAK_BEFORE_SPACE.sub(b"", folded)
-        return unfolded == f"{name}: {header}{policy.linesep}".encode("utf-8", "replace") \
-            or [(a.display_name, a.addr_spec) for a in
-                BytesHeaderParser(policy=default).parsebytes(folded)[name].addresses] == expected
-
-    # A header shared between messages (the center's From) is checked once per policy.
-    return per_policy(header, "_reads_back", policy, check)
-
-
-def per_policy(header: Any, slot: str, policy: Policy, compute: Callable[[], _T]) -> _T:
-    """``compute()``, kept on ``header`` under ``slot`` for each policy's settings.
-
-    A header never changes once built, so what it gives under one policy (its fold, whether
-    that fold reads back) stays true. The key is the policy's settings, not the object: the
-    generator clones the policy for every part.
-    """
-    kept: dict[tuple[type, str], _T] = header.__dict__.setdefault(slot, {})
-    key = (type(policy), repr(policy))
-    if key not in kept:
-        kept[key] = compute()
-    return kept[key]
+    name = header.name
+    folded = policy.fold_binary(name, header)
+    unfolded = _LINE_BREAK_BEFORE_SPACE.sub(b"", folded)
+    return unfolded == f"{name}: {header}{policy.linesep}".encode("utf-8", "replace") \
+        or [(a.display_name, a.addr_spec) for a in
+            BytesHeaderParser(policy=default).parsebytes(folded)[name].addresses] == expected
 
 
 #: A fold: the line break itself, not the white space that follows it.

@@ -65,8 +65,7 @@ class CoreReport:
         return growth(self.booking)
 
     def logarithmic(self) -> bool | None:
-        growth = self.growth()
-        return None if growth is None else growth[0] <= growth[1]
+        return grows_logarithmically(self.booking)
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -102,8 +101,14 @@ def booking_json(booking: dict[int, Timing]) -> dict[str, Any]:
         ],
         "booking_time_ratio": None if ratios is None else round(ratios[0], 3),
         "log_size_ratio": None if ratios is None else round(ratios[1], 3),
-        "grows_logarithmically": None if ratios is None else ratios[0] <= ratios[1],
+        "grows_logarithmically": grows_logarithmically(booking),
     }
+
+
+def grows_logarithmically(booking: dict[int, Timing]) -> bool | None:
+    """Whether the search time grew no faster than log(ledger size); None below two sizes."""
+    ratios = growth(booking)
+    return None if ratios is None else ratios[0] <= ratios[1]
 
 
 def percentile(values: list[float], fraction: float) -> float:

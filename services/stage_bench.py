@@ -5,7 +5,7 @@ steady load, where each batch's own costs (a transaction, its statements, the ou
 are paid for each record. This runs the three stages in this process, as a worker calls them
 (``handle_batch``), on a fresh SQLite file and outbox for each batch size, with no broker: the
 emits of one stage are the records of the next. It reports the process's CPU time per request
-(``time.process_time``: this thread's Python and SQLite work, the kernel's for the fsyncs),
+(``time.process_time``: the process's Python and SQLite work, the kernel's for the fsyncs),
 stage by stage, after a warm-up batch of the same size.
 """
 
