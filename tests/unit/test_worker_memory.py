@@ -1,17 +1,18 @@
-"""The worker caps glibc's malloc arenas unless the environment already says how many, and
-leaves its startup heap out of later garbage collections."""
+"""The worker caps glibc's malloc arenas unless the environment already says how many, gives
+the pages malloc holds free back, and leaves its startup heap out of later garbage collections."""
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import os
 import sys
 import weakref
 from collections.abc import Iterator
 
 import pytest
 
-from services.worker import fewer_malloc_arenas, freeze_startup_heap
+from services.worker import fewer_malloc_arenas, freeze_startup_heap, release_free_heap
 
 glibc = pytest.mark.skipif(not sys.platform.startswith("linux")
                            or not hasattr(ctypes.CDLL(None), "gnu_get_libc_version"),
@@ -33,6 +34,36 @@ def test_elsewhere_it_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     monkeypatch.setattr(sys, "platform", "darwin")
     assert fewer_malloc_arenas() is False
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@glibc
+def test_memory_freed_below_a_live_block_goes_back_to_the_system() -> None:
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    block, count = 64 * 1024, 256  # 16 MiB in blocks malloc keeps in its heap (not mmap)
+    blocks = [libc.malloc(block) for _ in range(count)]
+    pin = libc.malloc(block)  # still in use above them: free() cannot shorten the heap
+    try:
+        for address in blocks:
+            ctypes.memset(address, 1, block)  # touched, so resident
+        for address in blocks:
+            libc.free(address)
+        held = _rss_bytes()
+        assert release_free_heap() is True
+        assert held - _rss_bytes() > 8 * 1024 * 1024
+    finally:
+        libc.free(pin)
+
+
+def test_elsewhere_nothing_is_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert release_free_heap() is False
 
 
 class _Node:
