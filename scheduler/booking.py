@@ -191,7 +191,7 @@ def _open_slots(center: Center, directory: CenterDirectory, schedule: _Schedule,
         day += _ONE_DAY
 
 
-@lru_cache(maxsize=1 << 12)  # (zone, date) keys: business_hours' bound for (center, date)
+@lru_cache(maxsize=1 << 10)  # (zone, date) keys: business_hours' bound for (center, date)
 def _day_bounds(zone: ZoneInfo, day: date) -> tuple[tuple[datetime], tuple[datetime]]:
     """A local date's [midnight, next midnight) in UTC, as bisect keys for span tuples."""
     low = datetime.combine(day, time(), zone).astimezone(UTC)

@@ -36,10 +36,11 @@ _ONE_DAY = timedelta(days=1)
 _WEEKDAYS = tuple(Weekday)
 #: (center, local date) keys kept. A booking searches from its request's day to the horizon (21
 #: days by default), so the days in use are about centers x horizon: hundreds. An entry holds
-#: about 1.6 KB (spans, slots and the day's bounds): 32,768 kept up to 52 MB per worker, which a
-#: soak that sweeps the calendar filled (docs/performance.md, round 6). 4,096 hold 15 centers'
-#: next 270 days.
-_CACHE_SIZE = 1 << 12
+#: about 1.6 KB (spans, slots and the day's bounds). The days in use slide with the calendar,
+#: so a cache fills to its bound whatever that is: 32,768 kept up to 52 MB per worker (round
+#: 6), and 4,096 (8 MB) filled through a 30-minute soak, which sweeps 286 days of demand
+#: (docs/performance.md, round 9). 1,024 hold 15 centers' next 68 days, three bookings' worth.
+_CACHE_SIZE = 1 << 10
 NEXT_OPENING_DAYS = 366
 
 

@@ -134,11 +134,13 @@ def format_when(meeting: Meeting, zone: ZoneInfo) -> str:
     return _when(meeting.start, meeting.end, zone, meeting.language)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)
 def _when(start: datetime, end: datetime, zone: ZoneInfo, language: str) -> str:
     """:func:`format_when`, once per (instants, zone, language): meetings share their slots,
     and Babel's interval and zone-name formatting was a sixth of rendering an invite. Aware
-    datetimes are equal when they are the same instant, which is all that is used here."""
+    datetimes are equal when they are the same instant, which is all that is used here.
+    Meetings booked together share slots near each other; the slots in use slide with the
+    calendar, so the cache fills to its bound (about 500 bytes an entry)."""
     locale, _ = babel_locale(language), Translator(language)
     start, end = start.astimezone(zone), end.astimezone(zone)
     if start.date() == end.date():
