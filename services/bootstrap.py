@@ -71,8 +71,9 @@ class Runtime:
     def lifecycle(self) -> Lifecycle:
         """Cancel and reschedule over the same ledgers and backends as the pipeline."""
         return Lifecycle(
-            store=self.store, ledger=SqlBookingLedger(self.engine),
-            changes=SqlMeetingChanges(self.engine), records=LifecycleRecords(self.engine),
+            store=self.store, ledger=SqlBookingLedger(self.engine, self.clock),
+            changes=SqlMeetingChanges(self.engine, self.clock),
+            records=LifecycleRecords(self.engine),
             directory=self.directory_source, deliveries=self.backends.__getitem__,
             router=route, join_url=join_url,
             backends={b.name: b for b in self.backends.values()})
@@ -82,7 +83,7 @@ class Runtime:
         policy = TimedWorkPolicy(reminders=self.settings.reminder_offsets(),
                                  booking_sla=timedelta(minutes=self.settings.booking_sla_minutes))
         return TimedWork(
-            store=self.store, ledger=SqlBookingLedger(self.engine),
+            store=self.store, ledger=SqlBookingLedger(self.engine, self.clock),
             records=LifecycleRecords(self.engine), lifecycle=self.lifecycle(),
             directory=self.directory_source,
             reminders=OutboxReminders(self.settings.resolved_outbox_dir), publish=publish,
@@ -91,7 +92,7 @@ class Runtime:
     def stages(self) -> Stages:
         backends = self.backends
         calendars = {cid: b for cid, b in backends.items() if isinstance(b, BusyCalendar)}
-        ledger = SqlBookingLedger(self.engine)
+        ledger = SqlBookingLedger(self.engine, self.clock)
         booking_ledger = CalendarAwareLedger.for_directory(ledger, self.directory, calendars)
         return Stages(
             submission=Submission(self.store, self.directory_source, self.clock),
