@@ -44,6 +44,9 @@ from schemas.help_request import PreferredWindow
 Publish = Callable[[str, bytes, bytes], None]
 log = structlog.get_logger("fasttrack.timed_work")
 REVALIDATE_AHEAD = timedelta(days=400)  # past any horizon_days (<= 366) plus a window
+#: How far before the previous revalidation's start the next one looks for changed meetings:
+#: a transaction stamps its rows before it commits, and the workers' clocks may differ.
+REVALIDATE_OVERLAP = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,9 @@ class TimedWork:
     clock: Callable[[], datetime]
     policy: TimedWorkPolicy = field(default_factory=TimedWorkPolicy)
     _redriven: dict[str, datetime] = field(default_factory=dict)
+    #: The directory the last complete revalidation checked every meeting against, and when
+    #: it started.
+    _revalidated: tuple[CenterDirectory, datetime] | None = None
 
     # --- reminders -------------------------------------------------------------------------
 
@@ -180,15 +186,28 @@ class TimedWork:
     def revalidate_bookings(self) -> dict[str, int]:
         """Move each invited future meeting the current directory no longer allows (closure,
         holiday, changed hours, specialist or center gone) under the same policy, with an
-        updated invite (same UID, higher SEQUENCE); escalate those no slot can take."""
+        updated invite (same UID, higher SEQUENCE); escalate those no slot can take.
+
+        Every meeting is checked when the directory is not the one the last complete run
+        checked against (or on a first run); otherwise only those booked, moved or invited
+        since that run started (less :data:`REVALIDATE_OVERLAP`): a worker that had not yet
+        read the new directory may have booked against the old one. A meeting the directory
+        allowed stays allowed until the directory changes, so the run costs what changed,
+        not every future meeting (a soak's leader walked 110,000 of them a minute).
+        """
         now = self.clock()
         counts = {"rescheduled": 0, "escalated": 0}
         directory = self.directory()
-        for page in self.records.meeting_pages(now, now + REVALIDATE_AHEAD):
+        since = None
+        if self._revalidated is not None and self._revalidated[0] == directory:
+            since = self._revalidated[1] - REVALIDATE_OVERLAP
+        for page in self.records.meeting_pages(now, now + REVALIDATE_AHEAD,
+                                               changed_since=since):
             for invalid in invalid_meetings(directory, page, now):
                 result = self._revalidate(invalid, now)
                 if result in counts:
                     counts[result] += 1
+        self._revalidated = (directory, now)
         if any(counts.values()):
             log.info("bookings_revalidated", **counts)
         return counts

@@ -125,11 +125,15 @@ class LifecycleRecords:
         """Active meetings of invited requests that start in [start, end), by start."""
         return [meeting for page in self.meeting_pages(start, end) for meeting in page]
 
-    def meeting_pages(self, start: datetime, end: datetime,
-                      page_size: int | None = None) -> Iterator[list[Meeting]]:
+    def meeting_pages(self, start: datetime, end: datetime, page_size: int | None = None,
+                      changed_since: datetime | None = None) -> Iterator[list[Meeting]]:
         """:meth:`meetings_starting` a page at a time, each page read in its own short
         transaction and continuing after the last (start, request id) of the one before, so
-        that walking the coming months holds one page in memory, not every meeting."""
+        that walking the coming months holds one page in memory, not every meeting.
+
+        ``changed_since``: only the meetings recorded (booked or moved) at or after it, or
+        whose request became invited at or after it (stamped ``created_at``, ``updated_at``).
+        """
         page_size = MEETING_PAGE if page_size is None else page_size
         if page_size < 1:
             raise ValueError(f"page_size: {page_size} is not positive")
@@ -139,6 +143,9 @@ class LifecycleRecords:
                  .where(m.status == "active", m.start_utc >= start, m.start_utc < end,
                         r.status == "invited")
                  .order_by(m.start_utc, m.request_id).limit(page_size))
+        if changed_since is not None:
+            query = query.where(or_(m.created_at >= changed_since,
+                                    r.updated_at >= changed_since))
         after: tuple[datetime, str] | None = None
         while True:
             page_query = query if after is None else query.where(or_(

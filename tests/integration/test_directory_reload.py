@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -19,10 +19,14 @@ import yaml
 from icalendar import Calendar
 
 from consumers.envelope import Origin
-from scheduler import lifecycle_records
-from scheduler.directory import default_directory_path
+from scheduler import jobs, lifecycle_records
+from scheduler.directory import CenterDirectory, default_directory_path
+from scheduler.directory_check import InvalidMeeting, invalid_meetings
 from scheduler.directory_source import DirectorySource
 from scheduler.jobs import TimedWork
+from scheduler.lifecycle import reschedule
+from schemas.events import Meeting
+from schemas.help_request import PreferredWindow
 from services.bootstrap import Runtime, build_runtime
 from services.settings import Settings
 
@@ -45,8 +49,8 @@ class Service:
     outbox: Path
     published: list[tuple[str, bytes, bytes]]
 
-    def invited(self, request_id: str) -> tuple[str, datetime]:
-        """Take a German request to ``invited``; return its UID and meeting start."""
+    def booked(self, request_id: str) -> bytes:
+        """Take a German request to ``booked``; return the MeetingBooked event's value."""
         value = json.dumps({
             "request_id": request_id, "submitted_at": (NOW - timedelta(minutes=1)).isoformat(),
             "source": "admin_center", "topic": "data_migration",
@@ -55,9 +59,16 @@ class Service:
                           "language": "de-DE"},
         }).encode()
         stages = self.runtime.stages()
-        for stage in (stages.submission, stages.booking, stages.invitation):
+        for stage in (stages.submission, stages.booking):
             (emit,) = stage.handle(value, Origin("test", 0, 0))
             value = emit.value
+        return value
+
+    def invited(self, request_id: str, booked: bytes | None = None) -> tuple[str, datetime]:
+        """Take a German request (or one already ``booked``) to ``invited``; return its UID
+        and meeting start."""
+        value = self.booked(request_id) if booked is None else booked
+        self.runtime.stages().invitation.handle(value, Origin("test", 0, 0))
         status = self.runtime.store.status(request_id)
         assert status is not None and status.meeting is not None
         assert str(status.status) == "invited"
@@ -158,3 +169,90 @@ def test_an_invalid_directory_file_changes_nothing(service: Service) -> None:
     assert service.runtime.directory_source.last_error is not None
     assert service.timed_work().revalidate_bookings() == {"rescheduled": 0, "escalated": 0}
     assert service.invite(uid)[:2] == ("REQUEST", 0)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_with_the_directory_unchanged_only_what_changed_since_the_last_run_is_checked(
+        service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock(NOW)
+    service.runtime = dataclasses.replace(service.runtime, clock=clock)
+    checked: list[list[str]] = []
+
+    def spy(directory: CenterDirectory, page: Iterable[Meeting],
+            now: datetime) -> list[InvalidMeeting]:
+        meetings = list(page)
+        checked[-1].extend(m.request_id for m in meetings)
+        return invalid_meetings(directory, meetings, now)
+
+    monkeypatch.setattr(jobs, "invalid_meetings", spy)
+    work = service.timed_work()  # one leader, across runs
+
+    def run(minutes: int) -> dict[str, int]:
+        clock.now = NOW + timedelta(minutes=minutes)
+        checked.append([])
+        return work.revalidate_bookings()
+
+    def at(minutes: int) -> None:
+        clock.now = NOW + timedelta(minutes=minutes)
+
+    service.invited("since-a")  # booked and invited at minute 0
+    assert run(5) == {"rescheduled": 0, "escalated": 0}
+    assert checked[-1] == ["since-a"]  # the first run checks every meeting
+    assert run(10) == {"rescheduled": 0, "escalated": 0}
+    assert checked[-1] == []  # nothing booked, moved or invited since minute 4
+
+    at(12)
+    service.invited("since-b")
+    assert run(15) == {"rescheduled": 0, "escalated": 0}
+    assert checked[-1] == ["since-b"]
+
+    at(20)
+    booked = service.booked("since-c")
+    assert run(25) == {"rescheduled": 0, "escalated": 0}
+    assert checked[-1] == []  # booked but not invited: not revalidated
+    at(30)
+    service.invited("since-c", booked)  # booked before the last run: the invitation is new
+    assert run(35) == {"rescheduled": 0, "escalated": 0}
+    assert checked[-1] == ["since-c"]
+
+    at(35)  # moved by its customer: a new meeting row; the request stays invited
+    moved = reschedule("since-a", PreferredWindow(earliest=NOW + timedelta(days=3)),
+                       service.runtime.lifecycle(), clock.now)
+    assert str(moved.result) == "rescheduled"
+    assert run(37) == {"rescheduled": 0, "escalated": 0}
+    assert checked[-1] == ["since-a"]
+
+    at(39)  # moved, and the worker stopped before it recorded the invitation
+    lifecycle = service.runtime.lifecycle()
+    current = lifecycle.ledger.meeting_for("since-b")
+    assert current is not None
+    lifecycle.changes.move(current, current.model_copy(update={
+        "start": current.start + timedelta(days=7), "end": current.end + timedelta(days=7)}))
+    run(39)
+    assert checked[-1] == ["since-b"]
+
+    # The directory file closes Munich for the booking horizon and more.
+    old = service.runtime.directory
+    first = local_date(service.runtime, "munich", NOW)
+    closed_days = [first + timedelta(days=n) for n in range(60)]
+    service.close("munich", *closed_days)
+    assert run(41) == {"rescheduled": 0, "escalated": 3}  # a new directory: every meeting
+    assert sorted(checked[-1]) == ["since-a", "since-b", "since-c"]
+
+    at(43)  # a worker that has not read the new directory yet books a closed day
+    leader = service.runtime
+    service.runtime = dataclasses.replace(leader, directory_source=DirectorySource.constant(old))
+    _, start = service.invited("since-d")
+    service.runtime = leader
+    assert local_date(service.runtime, "munich", start) in closed_days
+    assert run(45) == {"rescheduled": 0, "escalated": 1}
+    assert checked[-1] == ["since-d"]
+    assert run(50) == {"rescheduled": 0, "escalated": 0}
+    assert checked[-1] == []
