@@ -79,7 +79,7 @@ def release_free_heap() -> bool:
     transient bytes (emails, rows, SQLite's pages) between longer-lived objects, and its RSS
     rose with what it had once held: at minute 8 of a soak, the leader's second arena held
     9.2 MB for 2.1 MB in use, and one ``malloc_trim(0)`` returned 5.6 MB (docs/performance.md,
-    round 9). It walks the arenas' free chunks, a few milliseconds.
+    round 9).
     """
     glibc = _glibc()
     return glibc is not None and bool(glibc.malloc_trim(0))
