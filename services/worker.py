@@ -106,6 +106,8 @@ def _load_glibc() -> ctypes.CDLL | None:
         libc.gnu_get_libc_version  # noqa: B018 - only glibc has it
     except (OSError, AttributeError):
         return None
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]  # int malloc_trim(size_t pad)
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     return libc
 
 
