@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 
 from scheduler.db import (
     SQLITE_BUSY_TIMEOUT_MS,
+    SQLITE_CACHE_KIB,
     create_engine_for,
     meetings,
     metadata,
@@ -666,11 +667,12 @@ def test_the_schedule_read_walks_the_index_from_the_window_not_from_history(
 # --- engine and schema --------------------------------------------------------------------
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_sqlite_engine_uses_wal_busy_timeout_foreign_keys(engine: Engine) -> None:
+def test_sqlite_engine_uses_wal_busy_timeout_foreign_keys_small_cache(engine: Engine) -> None:
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == SQLITE_BUSY_TIMEOUT_MS
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -SQLITE_CACHE_KIB
 
 
 @pytest.mark.parametrize("database_url", DIALECTS, indirect=True)
