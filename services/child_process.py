@@ -2,21 +2,66 @@
 own with its output in a log file, stopped with SIGTERM and, after a deadline, SIGKILL.
 
 Their own sessions keep a Ctrl-C in the terminal away from them, so the shutdown order stays ours.
+That would also let them outlive a ``fasttrack up`` killed with SIGKILL, which runs no shutdown at
+all: so each child asks the kernel for a SIGTERM when its parent ends
+(:func:`ending_with_this_process`, Linux), as do the benchmark's workers and the embedded broker.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
+from functools import cache, partial
 from pathlib import Path
 
 STOP_TIMEOUT = 10.0
+#: prctl(2)'s option for the signal a process receives when its parent thread ends.
+_PR_SET_PDEATHSIG = 1
+
+
+def ending_with_this_process() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for ``subprocess.Popen``: the child is sent SIGTERM when this process
+    ends, however it ends (a SIGKILL included), so that it cannot be left running without it.
+
+    None where that cannot be promised: off Linux, and off the main thread, because the kernel
+    signals the child when the *thread* that started it ends, not the process.
+    """
+    if _prctl() is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return partial(end_with, os.getpid())
+
+
+def end_with(parent: int) -> None:
+    """In a child of ``parent``: be sent SIGTERM when ``parent`` ends (Linux; elsewhere nothing).
+    If it has already ended (before this call), SIGTERM now."""
+    prctl = _prctl()
+    if prctl is None:
+        return
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+@cache
+def _prctl() -> Callable[..., int] | None:
+    """The C library's ``prctl``, its argument types declared; None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, *[ctypes.c_ulong] * 4]
+    prctl.restype = ctypes.c_int
+    return prctl  # type: ignore[no-any-return]
 
 
 class ChildProcess:
@@ -58,6 +103,7 @@ class ChildProcess:
             self._process = subprocess.Popen(
                 self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=ending_with_this_process(),
             )
         return self
 
