@@ -54,6 +54,7 @@ from services.broker import EmbeddedBroker
 from services.child_process import end_with, ending_with_this_process
 from services.core_bench import DEFAULT_SIZES, format_core_report, percentile, run_core_bench
 from services.database import upgrade_database
+from services.host_probe import HostSpeed, probe_host
 from services.kafka_config import (
     KafkaSettings,
     aiokafka_consumer_kwargs,
@@ -130,6 +131,7 @@ class BenchReport:
     workers: int
     partitions: int
     load: tuple[str, str]
+    host: HostSpeed | None = None  # measured just before the run
 
     @property
     def ratio(self) -> float:
@@ -194,6 +196,8 @@ def run_bench(settings: Settings, *, requests: int = DEFAULT_REQUESTS,
     folder = (settings.var_dir / "bench" / run).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     load_before = _load()
+    host = probe_host(folder / "host-probe")
+    say(f"host: {host.describe()}")
     try:
         with _broker(settings, folder) as kafka:
             say(f"broker {kafka.bootstrap}; run folder {folder}")
@@ -207,7 +211,7 @@ def run_bench(settings: Settings, *, requests: int = DEFAULT_REQUESTS,
         say(f"failed: {exc}")
         return 1
     report = BenchReport(baseline, pipeline, _dialect(database_url), requests, workers,
-                         settings.topic_partitions, (load_before, _load()))
+                         settings.topic_partitions, (load_before, _load()), host)
     print(json.dumps(report.to_json_dict()) if json_output else format_report(report))
     return 0
 
@@ -784,6 +788,7 @@ def format_report(report: BenchReport) -> str:
         f"machine: {os.cpu_count()} CPUs, {platform.python_implementation()} "
         f"{platform.python_version()}; load average before {report.load[0]}, "
         f"after {report.load[1]}",
+        *([f"host, before the run: {report.host.describe()}"] if report.host else []),
         "",
         f"plumbing limit (aiokafka, 3 hops)      {report.baseline_per_s:9.1f} requests/s",
         f"pipeline, max sustained                {run.max_per_s:9.1f} requests/s",

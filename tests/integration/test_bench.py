@@ -67,7 +67,8 @@ def test_the_human_report_names_both_rates_the_ratio_and_the_stages(
                      "open loop at 20.0/s (fixed by --paced-rate)",
                      "(target p99 < 500 ms: no verdict: not at half of max)",
                      "worker CPU per request: flood ", " ms, paced run ",
-                     " ms (all stages, all workers)", "left the batch path: "):
+                     " ms (all stages, all workers)", "left the batch path: ",
+                     "host, before the run: a fixed Python loop ", " µs of CPU, "):
         assert expected in text
     assert list((settings.var_dir / "bench").glob("*/worker-2.log"))
 
