@@ -23,6 +23,7 @@ from typing import Any
 from consumers.envelope import Origin
 from consumers.stages import Outcome, Record
 from services.bootstrap import build_runtime
+from services.host_probe import HostSpeed, probe_host
 from services.sample_requests import sample_requests
 from services.settings import Settings
 
@@ -43,6 +44,7 @@ class StageReport:
     requests: int
     #: batch size -> stage -> CPU ms per request
     cpu_ms: dict[int, dict[str, float]] = field(default_factory=dict)
+    host: HostSpeed | None = None  # measured just before the stages
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"database": "sqlite", "requests": self.requests, "batches": [
@@ -58,6 +60,8 @@ def run_stage_bench(settings: Settings, now: datetime, *, requests: int = 1000,
     """Time ``requests`` requests through the stages at each batch size (SQLite, outbox)."""
     say = progress or (lambda text: None)
     report = StageReport(requests)
+    with tempfile.TemporaryDirectory(prefix="host-probe-") as folder:
+        report.host = probe_host(Path(folder))
     for size in batch_sizes:
         with tempfile.TemporaryDirectory(prefix="stages-") as folder:
             runtime = build_runtime(settings.model_copy(update={
@@ -106,6 +110,7 @@ def format_stage_report(report: StageReport) -> str:
     stages = [stage for stage, _, _ in STAGES]
     lines = [f"stages in one process, SQLite and outbox, {report.requests} requests per batch "
              "size: CPU ms per request",
+             *([f"host, before the run: {report.host.describe()}"] if report.host else []),
              "  batch size " + "".join(f"{stage:>10}" for stage in stages) + f"{'total':>10}"]
     for size, spent in sorted(report.cpu_ms.items()):
         lines.append(f"  {size:>10} " + "".join(f"{spent[s]:>10.2f}" for s in stages)

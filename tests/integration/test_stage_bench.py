@@ -41,6 +41,7 @@ def test_every_request_goes_through_every_stage_at_each_batch_size(
                                            abs=0.01)
     table = format_stage_report(report)
     assert "batch size" in table and "notifier" in table
+    assert "host, before the run: a fixed Python loop " in table
     # each batch size ran on its own database and outbox, in a temporary folder now gone,
     # not in the settings' var folder
     assert list(scratch.iterdir()) == []
