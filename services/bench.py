@@ -120,6 +120,9 @@ class PipelineRun:
     fallbacks: Counter[str] = field(default_factory=Counter)  # see fallback_counts
     paced_cpu_ms_per_request: float = 0.0
     soak_cpu_ms_per_request: float | None = None  # None: no soak
+    #: the embedded broker's CPU per request by phase ("flood", "paced", "soak"); empty when
+    #: the broker is not the benchmark's own
+    broker_cpu_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -199,14 +202,15 @@ def run_bench(settings: Settings, *, requests: int = DEFAULT_REQUESTS,
     host = probe_host(folder / "host-probe")
     say(f"host: {host.describe()}")
     try:
-        with _broker(settings, folder) as kafka:
+        with _broker(settings, folder) as (kafka, broker_pid):
             say(f"broker {kafka.bootstrap}; run folder {folder}")
             baseline = measure_plumbing(kafka, directory, max(requests, PLUMBING_MIN_RECORDS),
                                         workers,
                                         settings.topic_partitions, TopicNames(f"bench{run[-6:]}p"))
             pipeline = measure_pipeline(kafka, settings, directory, folder, requests, workers,
                                         database_url, TopicNames(f"bench{run[-6:]}w"),
-                                        soak_seconds, profile, paced_rate, soak_rate)
+                                        soak_seconds, profile, paced_rate, soak_rate,
+                                        broker_pid)
     except BenchFailed as exc:
         say(f"failed: {exc}")
         return 1
@@ -217,12 +221,13 @@ def run_bench(settings: Settings, *, requests: int = DEFAULT_REQUESTS,
 
 
 @contextlib.contextmanager
-def _broker(settings: Settings, folder: Path) -> Iterator[KafkaSettings]:
+def _broker(settings: Settings, folder: Path) -> Iterator[tuple[KafkaSettings, int | None]]:
+    """The configured cluster, or an embedded broker of the run's own and its pid."""
     if settings.kafka_bootstrap:
-        yield settings.kafka()
+        yield settings.kafka(), None
         return
     with EmbeddedBroker(log_path=folder / "broker.log") as broker:
-        yield settings.kafka(broker.bootstrap)  # embedded: no bootstrap configured
+        yield settings.kafka(broker.bootstrap), broker.pid  # embedded: no bootstrap configured
 
 
 # ---------------------------------------------------------------- the request mix
@@ -465,6 +470,7 @@ class _Pipeline:
         self.outbox = folder / "outbox"
         self.engine: Engine = create_engine_for(database_url)
         self.processes: list[tuple[subprocess.Popen[bytes], Path]] = []
+        self.broker_pid: int | None = None  # the embedded broker's, to count its CPU
         self.env = {**os.environ,
                     "FASTTRACK_KAFKA_BOOTSTRAP": kafka.bootstrap,
                     "FASTTRACK_VAR_DIR": str(folder / "var"),
@@ -551,9 +557,19 @@ class _Pipeline:
     def fallbacks(self) -> Counter[str]:
         return fallback_counts(log for _, log in self.processes)
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of all workers so far (Linux ``/proc``; 0 elsewhere)."""
-        return sum(_cpu_seconds(pid) for pid in self.pids)
+    def cpu_now(self) -> tuple[float, float | None]:
+        """User + system CPU seconds so far of all workers, and of the broker when its pid is
+        known (None otherwise); Linux ``/proc``, 0 elsewhere."""
+        return (sum(_cpu_seconds(pid) for pid in self.pids),
+                None if self.broker_pid is None else _cpu_seconds(self.broker_pid))
+
+    def cpu_ms_per_request(self, before: tuple[float, float | None],
+                           requests: int) -> tuple[float, float | None]:
+        """Worker and broker CPU milliseconds per request since ``before`` (:meth:`cpu_now`)."""
+        workers, broker = self.cpu_now()
+        n = max(1, requests)
+        return (1000 * (workers - before[0]) / n,
+                None if broker is None or before[1] is None else 1000 * (broker - before[1]) / n)
 
     def rss_kib(self) -> list[int]:
         return [_rss_kib(pid) for pid in self.pids]
@@ -575,13 +591,15 @@ def measure_pipeline(kafka: KafkaSettings, settings: Settings, directory: Center
                      folder: Path, count: int, workers: int, database_url: str | None,
                      topics: TopicNames, soak_seconds: float,
                      profile: Path | None, paced_rate: float | None = None,
-                     soak_rate: float | None = None) -> PipelineRun:
+                     soak_rate: float | None = None,
+                     broker_pid: int | None = None) -> PipelineRun:
     """Flood for the maximum rate, then an open-loop run at half of it for the latencies."""
     url = database_url or f"sqlite:///{folder / 'fasttrack.db'}"
     say(f"pipeline: migrating {_dialect(url)} database")
     upgrade_database(url)
     ensure_topics(kafka.bootstrap, topics, settings.topic_partitions, **_admin_kwargs(kafka))
     pipeline = _Pipeline(kafka, settings, folder, url, topics, settings.topic_partitions)
+    pipeline.broker_pid = broker_pid
     pipeline.spawn(workers)
     producer = KafkaProducer(**kafka_python_producer_kwargs(kafka), linger_ms=0)
     try:
@@ -591,11 +609,12 @@ def measure_pipeline(kafka: KafkaSettings, settings: Settings, directory: Center
         flood = _Phase(f"{topics.prefix}-flood", [])
         mix = request_mix(count, flood.name)
         flood.ids = [body["request_id"] for body in mix]
-        cpu_before = pipeline.cpu_seconds()
+        broker_ms: dict[str, float | None] = {}
+        cpu_before = pipeline.cpu_now()
         with _profiling(profile, pipeline.pids[0]):
             _submit(producer, topics.requests_submitted, mix, flood, rate=None)
             flood_done = pipeline.wait_finished(flood, timeout=max(180.0, count / 2))
-        cpu_ms = 1000 * (pipeline.cpu_seconds() - cpu_before) / max(1, len(flood_done))
+        cpu_ms, broker_ms["flood"] = pipeline.cpu_ms_per_request(cpu_before, len(flood_done))
         flood_finishes = [t for _, t in flood_done.values()]
         max_rate = sustained_rate(min(flood.submitted_ns.values()), flood_finishes)
         rss.append((0.0, pipeline.rss_kib()))
@@ -608,11 +627,12 @@ def measure_pipeline(kafka: KafkaSettings, settings: Settings, directory: Center
         mix = request_mix(count, paced.name, later=PHASE_CALENDAR_START["paced"])
         paced.ids = [body["request_id"] for body in mix]
         rate = paced_rate or PACED_FRACTION * max_rate
-        cpu_before = pipeline.cpu_seconds()
+        cpu_before = pipeline.cpu_now()
         with _profiling(_paced_profile(profile), pipeline.pids[0]):
             _submit(producer, topics.requests_submitted, mix, paced, rate=rate)
             paced_done = pipeline.wait_finished(paced, timeout=max(120.0, count / 5))
-        paced_cpu_ms = 1000 * (pipeline.cpu_seconds() - cpu_before) / max(1, len(paced_done))
+        paced_cpu_ms, broker_ms["paced"] = pipeline.cpu_ms_per_request(cpu_before,
+                                                                        len(paced_done))
         rss.append((0.0, pipeline.rss_kib()))
         latencies = [(paced_done[rid][1] - paced.submitted_ns[rid]) / 1e6
                      for rid in paced.ids if paced_done.get(rid, ("", 0))[0] == "invited"]
@@ -625,8 +645,9 @@ def measure_pipeline(kafka: KafkaSettings, settings: Settings, directory: Center
                              rate, paced_rate is not None)
         result.paced_cpu_ms_per_request = paced_cpu_ms
         if soak_seconds > 0:
-            result.rss_kib, result.soak_cpu_ms_per_request = _soak(
+            result.rss_kib, result.soak_cpu_ms_per_request, broker_ms["soak"] = _soak(
                 pipeline, producer, topics, soak_rate or SOAK_FRACTION * max_rate, soak_seconds)
+        result.broker_cpu_ms = {phase: ms for phase, ms in broker_ms.items() if ms is not None}
         result.fallbacks = pipeline.fallbacks()
         return result
     finally:
@@ -693,8 +714,9 @@ def _stage_breakdown(timelines: dict[str, dict[str, datetime]], phase: _Phase,
 
 
 def _soak(pipeline: _Pipeline, producer: KafkaProducer, topics: TopicNames, rate: float,
-          seconds: float) -> tuple[list[tuple[float, list[int]]], float]:
-    """Paced load for ``seconds``; the workers' RSS every 10 s, and their CPU per request."""
+          seconds: float) -> tuple[list[tuple[float, list[int]]], float, float | None]:
+    """Paced load for ``seconds``; the workers' RSS every 10 s, their CPU per request and the
+    broker's (None when its pid is not known)."""
     count = int(rate * seconds)
     soak = _Phase(f"{topics.prefix}-soak", [])
     mix = request_mix(count, soak.name, per_hour=SOAK_DEMAND_PER_HOUR,
@@ -713,19 +735,19 @@ def _soak(pipeline: _Pipeline, producer: KafkaProducer, topics: TopicNames, rate
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    cpu_before = pipeline.cpu_seconds()
+    cpu_before = pipeline.cpu_now()
     try:
         say(f"soak: {count} requests at {rate:.1f}/s for {seconds:.0f} s")
         _submit(producer, topics.requests_submitted, mix, soak, rate=rate)
         done = pipeline.wait_finished(soak, timeout=120.0)
-        cpu_ms = 1000 * (pipeline.cpu_seconds() - cpu_before) / max(1, len(done))
+        cpu_ms, broker_ms = pipeline.cpu_ms_per_request(cpu_before, len(done))
         say(f"soak: {len(done)}/{count} finished within 120 s of the last submission; "
             f"worker CPU {cpu_ms:.1f} ms per request")
     finally:
         stop.set()
         sampler.join()
     samples.append((time.monotonic() - begin, pipeline.rss_kib()))
-    return samples, cpu_ms
+    return samples, cpu_ms, broker_ms
 
 
 def _paced_profile(profile: Path | None) -> Path | None:
@@ -815,8 +837,12 @@ def format_report(report: BenchReport) -> str:
                          f"{percentile(values, 0.95):8.1f}")
     soak = "" if run.soak_cpu_ms_per_request is None else \
         f", soak {run.soak_cpu_ms_per_request:.1f} ms"
+    by_phase = ", ".join(f"{_PHASE_NAMES[phase]} {ms:.1f} ms"
+                         for phase, ms in run.broker_cpu_ms.items())
+    broker = [f"broker CPU per request: {by_phase} (the embedded broker)"] if by_phase else []
     lines += ["", f"worker CPU per request: flood {run.cpu_ms_per_request:.1f} ms, paced run "
               f"{run.paced_cpu_ms_per_request:.1f} ms{soak} (all stages, all workers)",
+              *broker,
               "outcomes: " + "; ".join(
         f"{phase} " + ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
         for phase, counts in run.outcomes.items())]
@@ -885,6 +911,9 @@ def _rss_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+_PHASE_NAMES = {"flood": "flood", "paced": "paced run", "soak": "soak"}
 
 
 def _cpu_seconds(pid: int) -> float:

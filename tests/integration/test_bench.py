@@ -3,8 +3,10 @@ well-formed output. Performance itself is judged by the benchmark, never by a ti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -70,6 +72,7 @@ def test_the_human_report_names_both_rates_the_ratio_and_the_stages(
                      " ms (all stages, all workers)", "left the batch path: ",
                      "host, before the run: a fixed Python loop ", " µs of CPU, "):
         assert expected in text
+    assert "broker CPU per request" not in text  # a broker of the fixture's, not the bench's
     assert list((settings.var_dir / "bench").glob("*/worker-2.log"))
 
 
@@ -86,6 +89,23 @@ def test_a_soak_at_a_given_rate_samples_the_workers_memory(
     assert f", soak {soak_cpu:.1f} ms (all stages, all workers)" in captured.out
     samples = captured.out.split("worker RSS (MiB): ")[1].split()[::2]  # "165 → 166 ..."
     assert len(samples) >= 2 and all(int(mib) > 0 for mib in samples)  # the soak's start, end
+
+
+def test_the_bench_counts_the_cpu_of_its_own_broker(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(bench, "PLUMBING_MIN_RECORDS", 200)
+    own_broker = Settings(kafka_bootstrap=None, var_dir=tmp_path, database_url=None,
+                          directory=None)
+    code = run_bench(own_broker, requests=20, workers=1, paced_rate=10.0)
+
+    text = capsys.readouterr().out
+    assert code == 0
+    (line,) = [line for line in text.splitlines() if line.startswith("broker CPU per request")]
+    phases = re.findall(r"(flood|paced run) (\d+\.\d) ms", line)
+    assert [name for name, _ in phases] == ["flood", "paced run"]
+    assert all(float(ms) > 0 for _, ms in phases), line  # it polls and serves every phase
+    assert line.endswith("(the embedded broker)")
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -142,6 +162,45 @@ def _children(pid: int) -> set[int]:
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile
     return found
+
+
+def _running(pid: int) -> bool:
+    """A live process: not gone, and not a zombie that nobody reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_bench_killed_with_sigkill_leaves_no_process_behind(tmp_path: Path) -> None:
+    env = {**os.environ, "FASTTRACK_VAR_DIR": str(tmp_path)}
+    env.pop("FASTTRACK_KAFKA_BOOTSTRAP", None)
+    bench_run = subprocess.Popen([sys.executable, "-m", "services.cli", "bench",
+                                  "--requests", "10", "--workers", "2"],
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 text=True)
+    assert bench_run.stderr is not None
+    started: set[int] = set()
+    try:
+        for line in bench_run.stderr:
+            if "pipeline: waiting for" in line:
+                break
+        else:
+            pytest.fail("the bench ended before starting its workers")
+        started = _children(bench_run.pid)
+        assert len(started) >= 3, started  # the broker and two workers at least
+        bench_run.kill()  # no shutdown code runs
+        bench_run.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_running(p) for p in started):
+            time.sleep(0.2)
+        assert [p for p in started if _running(p)] == []
+    finally:
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if bench_run.poll() is None:
+            bench_run.kill()
 
 
 def test_sigterm_stops_the_broker_and_workers_the_bench_started(tmp_path: Path) -> None:
