@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -172,7 +172,10 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_a_bench_killed_with_sigkill_leaves_no_process_behind(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _bench_started(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], set[int]]]:
+    """A ``fasttrack bench`` with its own broker, once it is starting its two workers, and its
+    children then; whatever is left of them is killed afterwards."""
     env = {**os.environ, "FASTTRACK_VAR_DIR": str(tmp_path)}
     env.pop("FASTTRACK_KAFKA_BOOTSTRAP", None)
     bench_run = subprocess.Popen([sys.executable, "-m", "services.cli", "bench",
@@ -182,19 +185,14 @@ def test_a_bench_killed_with_sigkill_leaves_no_process_behind(tmp_path: Path) ->
     assert bench_run.stderr is not None
     started: set[int] = set()
     try:
-        for line in bench_run.stderr:
+        for line in bench_run.stderr:  # the broker is up, the workers are being started
             if "pipeline: waiting for" in line:
                 break
         else:
             pytest.fail("the bench ended before starting its workers")
         started = _children(bench_run.pid)
         assert len(started) >= 3, started  # the broker and two workers at least
-        bench_run.kill()  # no shutdown code runs
-        bench_run.wait(timeout=10)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any(_running(p) for p in started):
-            time.sleep(0.2)
-        assert [p for p in started if _running(p)] == []
+        yield bench_run, started
     finally:
         for pid in started:
             with contextlib.suppress(ProcessLookupError):
@@ -203,28 +201,23 @@ def test_a_bench_killed_with_sigkill_leaves_no_process_behind(tmp_path: Path) ->
             bench_run.kill()
 
 
+def _still_running(pids: set[int]) -> list[int]:
+    """Those of ``pids`` still running after up to 15 s."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_running(p) for p in pids):
+        time.sleep(0.2)
+    return [p for p in pids if _running(p)]
+
+
+def test_a_bench_killed_with_sigkill_leaves_no_process_behind(tmp_path: Path) -> None:
+    with _bench_started(tmp_path) as (bench_run, started):
+        bench_run.kill()  # no shutdown code runs
+        bench_run.wait(timeout=10)
+        assert _still_running(started) == []
+
+
 def test_sigterm_stops_the_broker_and_workers_the_bench_started(tmp_path: Path) -> None:
-    env = {**os.environ, "FASTTRACK_VAR_DIR": str(tmp_path)}
-    env.pop("FASTTRACK_KAFKA_BOOTSTRAP", None)
-    bench_run = subprocess.Popen([sys.executable, "-m", "services.cli", "bench",
-                                  "--requests", "10", "--workers", "2"],
-                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                 text=True)
-    assert bench_run.stderr is not None
-    try:
-        for line in bench_run.stderr:  # the broker is up, the workers are being started
-            if "pipeline: waiting for" in line:
-                break
-        else:
-            pytest.fail("the bench ended before starting its workers")
-        started = _children(bench_run.pid)
-        assert len(started) >= 3, started  # the broker and two workers at least
+    with _bench_started(tmp_path) as (bench_run, started):
         bench_run.send_signal(signal.SIGTERM)
         assert bench_run.wait(timeout=60) == 128 + signal.SIGTERM
-    finally:
-        if bench_run.poll() is None:
-            bench_run.kill()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in started):
-        time.sleep(0.2)
-    assert [p for p in started if Path(f"/proc/{p}").exists()] == []
+        assert _still_running(started) == []
