@@ -8,6 +8,11 @@ The ledgers are prefilled to each size with meetings spread over every specialis
 past business days, plus the same partly booked near future (the first days full, the next one
 half full) so that every size asks ``book()`` for the same search and only the ledger's size
 differs. The search must grow no faster than log(size).
+
+The ledgers are all built first and then searched in turn, one search on each: the verdict is a
+ratio of two medians, and timed one ledger after the other, a minute apart, it measured the
+host's drift as much as the ledger (× 0.82 to × 2.76 between runs of the same code,
+docs/performance.md round 11).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -184,21 +189,24 @@ def booking_decisions(requests: list[HelpRequest], directory: CenterDirectory, s
     return routed[searches:], routed[:searches]
 
 
-def time_booking(ledger: InMemoryLedger, directory: CenterDirectory,
-                 decisions: list[RoutingDecision]) -> Timing:
-    """Time ``book()`` per decision; the meetings stay booked.
+def time_bookings(ledgers: Mapping[int, InMemoryLedger], directory: CenterDirectory,
+                  decisions: list[RoutingDecision]) -> dict[int, Timing]:
+    """Time ``book()`` per decision on every ledger, taking turns: decision 1 on each ledger,
+    then decision 2 on each, ...; the meetings stay booked.
 
-    Every ledger size gets the same decisions in the same order over the same near future, so
-    search *i* does the same work at every size. (Releasing each meeting instead would keep the
-    start point fixed, but ``InMemoryLedger.release`` scans the specialist's whole list, which
-    at a million bookings also flushes the CPU caches before every timed search.)
+    Every ledger gets the same decisions in the same order over the same near future, so
+    search *i* does the same work at every size, and a host that slows down or speeds up
+    during the run slows down every size alike. (Releasing each meeting instead would keep
+    the start point fixed, but ``InMemoryLedger.release`` scans the specialist's whole list,
+    which at a million bookings also flushes the CPU caches before every timed search.)
     """
-    samples = []
+    samples: dict[int, list[float]] = {size: [] for size in ledgers}
     for decision in decisions:
-        started = time.perf_counter_ns()
-        book(decision, directory, ledger)
-        samples.append((time.perf_counter_ns() - started) / 1000)
-    return Timing(samples)
+        for size, ledger in ledgers.items():
+            started = time.perf_counter_ns()
+            book(decision, directory, ledger)
+            samples[size].append((time.perf_counter_ns() - started) / 1000)
+    return {size: Timing(times) for size, times in samples.items()}
 
 
 def run_core_bench(directory: CenterDirectory, *, sizes: tuple[int, ...] = DEFAULT_SIZES,
@@ -213,15 +221,15 @@ def run_core_bench(directory: CenterDirectory, *, sizes: tuple[int, ...] = DEFAU
     say(f"rendering the invites of {min(len(requests), invites)} booked requests")
     report.rendering = time_rendering(requests[:invites], directory, SEARCH_FROM)
     warmup, decisions = booking_decisions(requests, directory, searches)
-    for size in sizes:
+    ledgers: dict[int, InMemoryLedger] = {}
+    for size in sorted(sizes):
         started = time.perf_counter()
-        ledger = prefilled_ledger(directory, size)
+        ledgers[size] = prefilled_ledger(directory, size)
         report.prefill_seconds[size] = time.perf_counter() - started
-        say(f"ledger of {len(ledger):,} bookings built in {report.prefill_seconds[size]:.1f} s; "
-            f"timing {len(decisions)} searches")
-        time_booking(ledger, directory, warmup)  # the business-hours caches, as in a worker
-        report.booking[size] = time_booking(ledger, directory, decisions)
-        del ledger
+        say(f"ledger of {size:,} bookings built in {report.prefill_seconds[size]:.1f} s")
+    time_bookings(ledgers, directory, warmup)  # the business-hours caches, as in a worker
+    say(f"timing {len(decisions)} searches on each ledger, taking turns")
+    report.booking = time_bookings(ledgers, directory, decisions)
     return report
 
 

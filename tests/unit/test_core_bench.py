@@ -7,15 +7,22 @@ from datetime import timedelta
 
 import pytest
 
+import services.core_bench
+from scheduler.booking import book
 from scheduler.directory import CenterDirectory, default_directory
+from scheduler.ledger import InMemoryLedger
+from schemas.events import RoutingDecision
 from services.core_bench import (
     SEARCH_FROM,
     CoreReport,
     Timing,
+    booking_decisions,
     format_core_report,
     percentile,
     prefilled_ledger,
     run_core_bench,
+    sample_help_requests,
+    time_bookings,
 )
 
 
@@ -73,6 +80,30 @@ def test_a_tiny_run_reports_every_size_and_a_verdict(shipped_directory: CenterDi
     text = format_core_report(report)
     assert "routing decision" in text and "4,000" in text and "log(size)" in text
     assert f"{result['invites_rendered']} booked requests" in text
+
+
+def test_the_ledgers_take_turns_so_a_drifting_host_slows_every_size_alike(
+        shipped_directory: CenterDirectory, monkeypatch: pytest.MonkeyPatch) -> None:
+    small = prefilled_ledger(shipped_directory, 100)
+    large = prefilled_ledger(shipped_directory, 800)
+    requests = sample_help_requests(60, SEARCH_FROM - timedelta(hours=1))
+    _, decisions = booking_decisions(requests, shipped_directory, 3)
+    calls: list[tuple[int, str]] = []
+
+    def recording_book(decision: RoutingDecision, directory: CenterDirectory,
+                       ledger: InMemoryLedger) -> object:
+        calls.append((len(ledger), decision.request_id))
+        return book(decision, directory, ledger)
+
+    monkeypatch.setattr(services.core_bench, "book", recording_book)
+    timings = time_bookings({100: small, 800: large}, shipped_directory, decisions)
+
+    first, second, third = (d.request_id for d in decisions)
+    # each ledger grows by one booking a search; the order is what matters
+    assert [rid for _, rid in calls] == [first, first, second, second, third, third]
+    assert [size for size, _ in calls] == [100, 800, 101, 801, 102, 802]
+    assert sorted(timings) == [100, 800]
+    assert all(len(t.samples) == 3 and min(t.samples) > 0 for t in timings.values())
 
 
 @pytest.mark.parametrize(("small_us", "large_us", "verdict"), [
