@@ -10,7 +10,7 @@ half full) so that every size asks ``book()`` for the same search and only the l
 differs. The search must grow no faster than log(size).
 
 The ledgers are all built first and then searched in turn, one search on each: the verdict is a
-ratio of two medians, and timed one ledger after the other, a minute apart, it measured the
+ratio of two medians, and timed one ledger after the other, half a minute apart, it measured the
 host's drift as much as the ledger (× 0.82 to × 2.76 between runs of the same code,
 docs/performance.md round 11).
 """
