@@ -123,8 +123,8 @@ class OutboxDelivery:
         held = delivered_version(ics_path)
         if held is not None and (sequence, _METHOD_RANK[method]) <= held:
             return False
-        _replace_file(self.directory / f"{uid}.eml", message.as_bytes())
-        _replace_file(ics_path, ics)
+        replace_file(self.directory / f"{uid}.eml", message.as_bytes())
+        replace_file(ics_path, ics)
         return True
 
     @contextmanager
@@ -155,7 +155,7 @@ def _check(uid: str, method: str) -> None:
         raise ValueError(f"method {method!r} is not REQUEST or CANCEL")
 
 
-def _replace_file(path: Path, data: bytes) -> None:
+def replace_file(path: Path, data: bytes) -> None:
     """Put ``data`` at ``path`` atomically, contents on disk before the rename; the rename is
     durable once the directory is fsynced (:func:`_fsync_directory`)."""
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

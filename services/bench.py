@@ -464,13 +464,14 @@ class _Pipeline:
     """Worker processes against one database and outbox, and how to watch them finish."""
 
     def __init__(self, kafka: KafkaSettings, settings: Settings, folder: Path,
-                 database_url: str, topics: TopicNames, partitions: int) -> None:
+                 database_url: str, topics: TopicNames, partitions: int,
+                 broker_pid: int | None = None) -> None:
         self.kafka, self.topics, self.partitions = kafka, topics, partitions
         self.folder = folder
         self.outbox = folder / "outbox"
         self.engine: Engine = create_engine_for(database_url)
         self.processes: list[tuple[subprocess.Popen[bytes], Path]] = []
-        self.broker_pid: int | None = None  # the embedded broker's, to count its CPU
+        self.broker_pid = broker_pid  # the embedded broker's, to count its CPU; None otherwise
         self.env = {**os.environ,
                     "FASTTRACK_KAFKA_BOOTSTRAP": kafka.bootstrap,
                     "FASTTRACK_VAR_DIR": str(folder / "var"),
@@ -598,8 +599,8 @@ def measure_pipeline(kafka: KafkaSettings, settings: Settings, directory: Center
     say(f"pipeline: migrating {_dialect(url)} database")
     upgrade_database(url)
     ensure_topics(kafka.bootstrap, topics, settings.topic_partitions, **_admin_kwargs(kafka))
-    pipeline = _Pipeline(kafka, settings, folder, url, topics, settings.topic_partitions)
-    pipeline.broker_pid = broker_pid
+    pipeline = _Pipeline(kafka, settings, folder, url, topics, settings.topic_partitions,
+                         broker_pid)
     pipeline.spawn(workers)
     producer = KafkaProducer(**kafka_python_producer_kwargs(kafka), linger_ms=0)
     try:
@@ -801,6 +802,9 @@ def summarize_profile(collapsed: str, top: int = 25) -> str:
 # ---------------------------------------------------------------------- reporting
 
 
+_PHASE_NAMES = {"flood": "flood", "paced": "paced run", "soak": "soak"}
+
+
 def format_report(report: BenchReport) -> str:
     """The human-readable report: both rates, their ratio, latencies, where the time goes."""
     run = report.pipeline
@@ -911,9 +915,6 @@ def _rss_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
-
-
-_PHASE_NAMES = {"flood": "flood", "paced": "paced run", "soak": "soak"}
 
 
 def _cpu_seconds(pid: int) -> float:

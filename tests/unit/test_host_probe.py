@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,8 @@ from services.host_probe import HostSpeed, probe_host
 def test_the_probe_measures_both_costs_and_leaves_its_files(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fsynced: list[int] = []
-    real_fsync = host_probe.os.fsync
-    monkeypatch.setattr(host_probe.os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd)))
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd)))
     speed = probe_host(tmp_path / "probe", files=12)
     assert speed.python_ms > 0
     assert speed.file_cpu_us > 0 and speed.file_wall_us > 0
