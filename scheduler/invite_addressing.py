@@ -19,6 +19,7 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import Compat32, EmailPolicy, Policy, default
 from email.utils import formataddr, getaddresses
+from functools import lru_cache
 from typing import Any, cast
 
 from scheduler.directory import Center, Specialist
@@ -81,6 +82,18 @@ def address_headers(meeting: Meeting, request: HelpRequest, center: Center,
 
 
 def _legacy_header(name: str, addresses: list[Address], policy: Compat32) -> str:
+    return _checked_legacy_header(
+        name, tuple((a.display_name, a.username, a.domain) for a in addresses), policy)
+
+
+@lru_cache(maxsize=256)
+def _checked_legacy_header(name: str, people: tuple[tuple[str, str, str], ...],
+                           policy: Compat32) -> str:
+    """:func:`_legacy_header` for (display name, user, domain) triples, remembered: a center's
+    From is the same for every invite it sends, and checking that it reads back means
+    folding and parsing it."""
+    addresses = [Address(display_name=display, username=user, domain=domain)
+                 for display, user, domain in people]
     written = [_mailbox(address) for address in addresses]
     value = ", ".join(text for text, _ in written)
     if _reads_back_legacy(name, value, [address for _, address in written], policy):

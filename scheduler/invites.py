@@ -115,8 +115,10 @@ def build_imip_message(ics: bytes, meeting: Meeting, request: HelpRequest, cente
     else:
         text = invite_text(meeting, request, center, method=method, sequence=sequence)
     mid = message_id(meeting.uid, sequence, method, center.mailbox)
-    # Boundaries from the message id, so a resend is byte-identical (``=_`` is never base64).
-    token = mid.strip("<>").partition("@")[0]
+    # Boundaries from the message id, so a resend is byte-identical. ``=_`` never occurs in
+    # base64, which every part is, so any boundary starting with it is safe (RFC 2045 §6.7);
+    # 16 hex digits keep each Content-Type within one line, written as is (see _WirePolicy).
+    token = mid.strip("<>").partition("@")[0][:16]
     calendar = MIMEBase("text", "calendar", policy=_POLICY, method=method, charset="UTF-8")
     calendar.set_payload(ics)
     encode_base64(calendar)
@@ -249,20 +251,41 @@ def _vtimezone_ical(tzid: str, first_date: date, last_date: date) -> bytes | Non
 # -- the email -------------------------------------------------------------------------------
 
 class _WirePolicy(Compat32):
-    """``compat32`` writing a header that needs no folding as it is.
+    """``compat32`` writing a header that needs no folding as it is, and remembering the
+    folds it leaves to :class:`email.header.Header`.
 
-    ``compat32`` gives every header to :class:`email.header.Header` to fold, and that was half
-    the cost of writing an invite's email: two dozen headers, nearly all short printable ASCII
-    (the parts' ``Content-Type``, ``MIME-Version``, ...), which it gives back unchanged. Those
-    are written directly; any other goes to ``Header`` as before, so the bytes are the same
-    (a property test compares the two).
+    ``compat32`` gives every header to ``Header`` to fold, and that was half the cost of
+    writing an invite's email: two dozen headers, nearly all short printable ASCII (the parts'
+    ``Content-Type``, ``MIME-Version``, ...), which it gives back unchanged. Those are written
+    directly. The others (a center's From, a language's Subject, the To that
+    :mod:`scheduler.invite_addressing` folds once to check it and the generator folds again)
+    come back often, and a fold is a pure function of the text: the last ones are remembered.
+    The bytes are ``compat32``'s either way (a property test compares the two).
     """
 
     def _fold(self, name: str, value: Any, sanitize: bool) -> str:
-        if (type(value) is str and len(name) + len(value) + 2 <= (self.max_line_length or 78)
-                and _PRINTABLE_ASCII.fullmatch(value)):
+        if type(value) is not str:
+            return str(super()._fold(name, value, sanitize))  # type: ignore[misc]  # untyped
+        if len(name) + len(value) + 2 <= (self.max_line_length or 78) \
+                and _PRINTABLE_ASCII.fullmatch(value):
             return f"{name}: {value}{self.linesep}"
-        return str(super()._fold(name, value, sanitize))  # type: ignore[misc]  # not in typeshed
+        # compat32 reads ``sanitize`` only for text holding surrogates: one entry for both.
+        return _header_fold(self, name, value, sanitize and _has_surrogates(value))
+
+
+@lru_cache(maxsize=512)
+def _header_fold(policy: _WirePolicy, name: str, value: str, sanitize: bool) -> str:
+    """``compat32``'s fold of a text header (policies are immutable: their attributes are
+    set once, by ``clone``). A fold that raises is not remembered, so it raises again."""
+    return str(Compat32._fold(policy, name, value, sanitize))  # type: ignore[attr-defined]
+
+
+def _has_surrogates(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")

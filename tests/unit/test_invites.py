@@ -729,6 +729,66 @@ def test_the_wire_policy_folds_as_compat32_does(name: str, value: str) -> None:
     assert written == expected
 
 
+def test_a_remembered_fold_is_compat32s_every_time() -> None:
+    """The folds ``email.header`` does are remembered; each is still exactly compat32's, and
+    one that raises is not remembered, so it raises again."""
+    plain = policy.compat32.clone(linesep="\r\n")
+    subject = "Microsoft 365 FastTrack：核心上線 (已更新) " * 2
+    assert invites._POLICY.fold("Subject", subject) == plain.fold("Subject", subject)
+    assert invites._POLICY.fold("Subject", subject) == plain.fold("Subject", subject)
+    assert invites._POLICY.fold_binary("Subject", subject) == \
+        plain.fold_binary("Subject", subject)
+    embedded = "a" * 80 + "\r\nBcc: evil@attacker.example"
+    for _ in range(2):
+        with pytest.raises(Exception) as raised:
+            invites._POLICY.fold("Subject", embedded)
+        with pytest.raises(type(raised.value)):
+            plain.fold("Subject", embedded)
+
+
+def test_every_multipart_content_type_is_one_line() -> None:
+    """The boundaries are short enough that neither multipart's Content-Type needs folding,
+    start with ``=_`` (never in base64), and are the same on a resend."""
+    center = make_center()
+    request = make_request("th", partner=True)
+    meeting = make_meeting(center, language="th")
+    raw = render(center, request, meeting)[1].as_bytes()
+    lines = raw.split(b"\r\n")
+    kinds = {}
+    for line in lines:
+        found = re.fullmatch(rb'Content-Type: multipart/(\w+); boundary="(=_[^"]+)"', line)
+        if found:
+            kinds[found[1]] = found[2]
+    assert set(kinds) == {b"mixed", b"alternative"}
+    assert all(b"--" + boundary in lines for boundary in kinds.values())
+    assert max(len(line) for line in lines) <= 78
+    assert render(center, request, meeting)[1].as_bytes() == raw
+    back = parsed_email(render(center, request, meeting)[1])
+    assert [part.get_content_type() for part in back.walk()] == [
+        "multipart/mixed", "multipart/alternative", "text/plain", "text/html",
+        "text/calendar", "application/ics"]
+
+
+def test_a_centers_from_header_is_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether an address header reads back is remembered for the same addresses: every
+    invite a center sends has the same From, and each new To is checked."""
+    invite_addressing._checked_legacy_header.cache_clear()
+    checked: list[str] = []
+    real = invite_addressing._reads_back_legacy
+
+    def counting(name: str, *args: Any) -> bool:
+        checked.append(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(invite_addressing, "_reads_back_legacy", counting)
+    center = make_center()
+    for name in ("陳 小明", "Mei Lin", "陳 小明"):
+        message = render(center, make_request("en", requester_name=name),
+                         make_meeting(center, language="en"))[1]
+        assert parsed_email(message)["To"].addresses[0].display_name == name
+    assert checked == ["From", "To", "To"]
+
+
 BAD_EMAILS = [
     "requester@contoso.example\r\nATTENDEE:mailto:evil@attacker.example",
     "requester@contoso.example;ROLE=CHAIR",
