@@ -91,7 +91,7 @@ class OutboxDelivery:
                     except Exception as exc:  # reported for this invite alone
                         results[index] = exc
                 if wrote:
-                    _fsync_directory(self.directory)
+                    fsync_directory(self.directory)
         except Exception as exc:  # the outbox itself (directory, lock, fsync): every invite
             for index in valid:
                 if not isinstance(results[index], Exception):
@@ -109,7 +109,7 @@ class OutboxDelivery:
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._locked():
             if self._write_if_later(ics, message, uid, sequence, method):
-                _fsync_directory(self.directory)
+                fsync_directory(self.directory)
         return self._ics_path(uid)
 
     def _ics_path(self, uid: str) -> Path:
@@ -157,7 +157,7 @@ def _check(uid: str, method: str) -> None:
 
 def replace_file(path: Path, data: bytes) -> None:
     """Put ``data`` at ``path`` atomically, contents on disk before the rename; the rename is
-    durable once the directory is fsynced (:func:`_fsync_directory`)."""
+    durable once the directory is fsynced (:func:`fsync_directory`)."""
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
@@ -170,7 +170,8 @@ def replace_file(path: Path, data: bytes) -> None:
         raise
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make the renames into ``directory`` durable (those :func:`replace_file` did)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

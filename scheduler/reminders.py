@@ -9,8 +9,6 @@ Times are aware and in UTC throughout, so a DST change never moves or repeats a 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +25,7 @@ from scheduler.invite_addressing import address_message, meeting_specialist, mes
 from scheduler.invite_locales import Translator, babel_locale, requester_zone
 from scheduler.invite_values import header_text, one_line
 from scheduler.invite_wording import format_when, topic_title
+from scheduler.outbox import fsync_directory, replace_file
 from schemas.events import Meeting
 from schemas.help_request import HelpRequest
 
@@ -114,7 +113,8 @@ def build_reminder(meeting: Meeting, request: HelpRequest, center: Center, kind:
 
 
 class OutboxReminders:
-    """Reminders as ``reminders/<uid>-r<revision>-<kind>.eml`` files, written atomically."""
+    """Reminders as ``reminders/<uid>-r<revision>-<kind>.eml`` files, written as the invite
+    outbox writes its files: atomically, contents and rename fsynced."""
 
     name = "outbox"
 
@@ -122,17 +122,11 @@ class OutboxReminders:
         self.directory = Path(directory) / "reminders"
 
     def send(self, reminder: Reminder) -> str:
+        """Write the reminder's file and make it durable before saying where it went: the
+        caller records the reminder as delivered then, and never sends it again."""
         self.directory.mkdir(parents=True, exist_ok=True)
         meeting = reminder.meeting
         path = self.directory / f"{meeting.uid}-r{meeting.revision}-{reminder.kind}.eml"
-        fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".reminder-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(reminder.email.as_bytes())
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        replace_file(path, reminder.email.as_bytes())
+        fsync_directory(self.directory)
         return str(path)

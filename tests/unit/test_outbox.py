@@ -24,6 +24,7 @@ from icalendar import Calendar, Event
 from scheduler.delivery import DeliveryReceipt, Invite
 from scheduler.directory import Center
 from scheduler.outbox import OutboxDelivery, UnsafeUid, delivered_version
+from scheduler.reminders import OutboxReminders, Reminder
 from schemas.events import Meeting
 from schemas.help_request import HelpRequest
 
@@ -223,6 +224,25 @@ def test_a_delivery_fsyncs_each_file_then_the_directory_once(tmp_path: Path,
     deliver(OutboxDelivery(tmp_path), 1)
     assert disk.calls == [("lock", ""), ("fsync", "file"), ("replace", ".eml"),
                           ("fsync", "file"), ("replace", ".ics"), ("fsync", "dir")]
+
+
+def test_a_reminder_is_on_disk_before_it_is_reported_sent(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """The timed work records a reminder as delivered once ``send`` returns, and never sends
+    it again: its file's contents and its rename are both fsynced by then."""
+    meeting = Meeting(request_id="req-1", center_id="taipei", specialist_id="tw-01",
+                      language="en", start=NOW + timedelta(days=1),
+                      end=NOW + timedelta(days=1, hours=1), revision=2, uid=UID)
+    message = invite(1)[1]
+    reminder = Reminder(meeting, None, None, "24h", message)  # type: ignore[arg-type]
+    outbox = OutboxReminders(tmp_path)
+    disk = DiskCalls(monkeypatch)
+    where = Path(outbox.send(reminder))
+    assert disk.calls == [("fsync", "file"), ("replace", ".eml"), ("fsync", "dir")]
+    assert where == tmp_path / "reminders" / f"{UID}-r2-24h.eml"
+    assert where.read_bytes() == message.as_bytes()
+    assert [p.name for p in where.parent.iterdir()] == [where.name]  # no temporary left
 
 
 def test_a_delivery_already_held_writes_and_fsyncs_nothing(tmp_path: Path,
