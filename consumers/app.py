@@ -6,7 +6,8 @@ when the loop body is done with them. Faust commits acked offsets after flushing
 since a stage commits its database work before returning and the loop awaits every send, an
 offset is committed only after the database work and the emits (DESIGN §9). An agent that
 raises would still ack its records, so failures are caught here, per record: retried with
-backoff when they may pass, dead-lettered with the reason when they cannot.
+backoff when they may pass, dead-lettered with the reason when they cannot. The stages' blocking
+work runs on the stage threads (:mod:`consumers.threads`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import structlog
 
 from consumers.envelope import Emit, Origin, Unprocessable, deadletter, request_id_of
 from consumers.stages import Outcome, Record
+from consumers.threads import in_stage_thread
 from scheduler.request_store import RequestState, RequestStore, UnknownRequest
 from services.kafka_config import KafkaSettings, faust_app_kwargs
 from services.topics import TopicNames
@@ -116,7 +118,7 @@ class _Runner:
         emit sent in record order."""
         records: list[Record] = [(event.message.value or b"", _origin(event)) for event in events]
         try:
-            outcomes = await asyncio.to_thread(stage.handle_batch, records)
+            outcomes = await in_stage_thread(stage.handle_batch, records)
         except Exception as exc:  # a batch's records are acked when this body ends: never lose them
             log.warning("batch_failed", records=len(records), error=type(exc).__name__)
             outcomes = [exc] * len(records)
@@ -144,7 +146,7 @@ class _Runner:
                       first_attempt: int = 1) -> list[Emit]:
         for attempt in range(first_attempt, MAX_ATTEMPTS + 1):
             try:
-                return await asyncio.to_thread(stage.handle, value, origin)
+                return await in_stage_thread(stage.handle, value, origin)
             except Unprocessable as exc:
                 return await self._deadletter(value, origin, exc, attempt)
             except Exception as exc:
@@ -162,7 +164,7 @@ class _Runner:
         request_id = getattr(error, "request_id", None) or request_id_of(value, origin)
         log.error("dead_lettered", topic=origin.topic, partition=origin.partition,
                   offset=origin.offset, request_id=request_id, error=type(error).__name__)
-        await asyncio.to_thread(self._record, emit, value, origin, error, attempts, request_id)
+        await in_stage_thread(self._record, emit, value, origin, error, attempts, request_id)
         return [emit]
 
     def _record(self, emit: Emit, value: bytes, origin: Origin, error: BaseException,

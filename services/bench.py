@@ -43,6 +43,7 @@ from sqlalchemy import Engine, select
 
 from consumers.envelope import encode
 from consumers.routing import route
+from consumers.threads import STAGE_THREAD_NAME
 from scheduler.booking import FullDays, book, meeting_uid
 from scheduler.db import create_engine_for, read_connection, request_events, requests
 from scheduler.directory import CenterDirectory
@@ -123,6 +124,8 @@ class PipelineRun:
     #: the embedded broker's CPU per request by phase ("flood", "paced", "soak"); empty when
     #: the broker is not the benchmark's own
     broker_cpu_ms: dict[str, float] = field(default_factory=dict)
+    #: the workers' CPU per request by phase ("flood", "paced") and thread (THREAD_ROLES)
+    thread_cpu_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -572,6 +575,18 @@ class _Pipeline:
         return (1000 * (workers - before[0]) / n,
                 None if broker is None or before[1] is None else 1000 * (broker - before[1]) / n)
 
+    def thread_cpu_now(self) -> Counter[str]:
+        """CPU seconds so far of all workers' threads, by role (:func:`thread_role`)."""
+        total: Counter[str] = Counter()
+        for pid in self.pids:
+            total.update(thread_cpu_seconds(pid))
+        return total
+
+    def thread_cpu_ms_per_request(self, before: Counter[str], requests: int) -> dict[str, float]:
+        """Workers' CPU milliseconds per request since ``before``, by thread role."""
+        now, n = self.thread_cpu_now(), max(1, requests)
+        return {role: 1000 * (now[role] - before[role]) / n for role in THREAD_ROLES}
+
     def rss_kib(self) -> list[int]:
         return [_rss_kib(pid) for pid in self.pids]
 
@@ -611,11 +626,13 @@ def measure_pipeline(kafka: KafkaSettings, settings: Settings, directory: Center
         mix = request_mix(count, flood.name)
         flood.ids = [body["request_id"] for body in mix]
         broker_ms: dict[str, float | None] = {}
-        cpu_before = pipeline.cpu_now()
+        cpu_before, threads_before = pipeline.cpu_now(), pipeline.thread_cpu_now()
         with _profiling(profile, pipeline.pids[0]):
             _submit(producer, topics.requests_submitted, mix, flood, rate=None)
             flood_done = pipeline.wait_finished(flood, timeout=max(180.0, count / 2))
         cpu_ms, broker_ms["flood"] = pipeline.cpu_ms_per_request(cpu_before, len(flood_done))
+        thread_ms = {"flood": pipeline.thread_cpu_ms_per_request(threads_before,
+                                                                 len(flood_done))}
         flood_finishes = [t for _, t in flood_done.values()]
         max_rate = sustained_rate(min(flood.submitted_ns.values()), flood_finishes)
         rss.append((0.0, pipeline.rss_kib()))
@@ -628,12 +645,13 @@ def measure_pipeline(kafka: KafkaSettings, settings: Settings, directory: Center
         mix = request_mix(count, paced.name, later=PHASE_CALENDAR_START["paced"])
         paced.ids = [body["request_id"] for body in mix]
         rate = paced_rate or PACED_FRACTION * max_rate
-        cpu_before = pipeline.cpu_now()
+        cpu_before, threads_before = pipeline.cpu_now(), pipeline.thread_cpu_now()
         with _profiling(_paced_profile(profile), pipeline.pids[0]):
             _submit(producer, topics.requests_submitted, mix, paced, rate=rate)
             paced_done = pipeline.wait_finished(paced, timeout=max(120.0, count / 5))
         paced_cpu_ms, broker_ms["paced"] = pipeline.cpu_ms_per_request(cpu_before,
                                                                         len(paced_done))
+        thread_ms["paced"] = pipeline.thread_cpu_ms_per_request(threads_before, len(paced_done))
         rss.append((0.0, pipeline.rss_kib()))
         latencies = [(paced_done[rid][1] - paced.submitted_ns[rid]) / 1e6
                      for rid in paced.ids if paced_done.get(rid, ("", 0))[0] == "invited"]
@@ -645,6 +663,7 @@ def measure_pipeline(kafka: KafkaSettings, settings: Settings, directory: Center
                               "paced": _outcomes(paced, paced_done)}, cpu_ms, rss,
                              rate, paced_rate is not None)
         result.paced_cpu_ms_per_request = paced_cpu_ms
+        result.thread_cpu_ms = thread_ms
         if soak_seconds > 0:
             result.rss_kib, result.soak_cpu_ms_per_request, broker_ms["soak"] = _soak(
                 pipeline, producer, topics, soak_rate or SOAK_FRACTION * max_rate, soak_seconds)
@@ -844,8 +863,13 @@ def format_report(report: BenchReport) -> str:
     by_phase = ", ".join(f"{_PHASE_NAMES[phase]} {ms:.1f} ms"
                          for phase, ms in run.broker_cpu_ms.items())
     broker = [f"broker CPU per request: {by_phase} (the embedded broker)"] if by_phase else []
+    by_thread = "; ".join(
+        f"{_PHASE_NAMES[phase]} " + ", ".join(f"{role} {ms:.1f}" for role, ms in roles.items())
+        + " ms" for phase, roles in run.thread_cpu_ms.items())
+    threads = [f"  by thread: {by_thread}"] if by_thread else []
     lines += ["", f"worker CPU per request: flood {run.cpu_ms_per_request:.1f} ms, paced run "
               f"{run.paced_cpu_ms_per_request:.1f} ms{soak} (all stages, all workers)",
+              *threads,
               *broker,
               "outcomes: " + "; ".join(
         f"{phase} " + ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
@@ -915,6 +939,39 @@ def _rss_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+#: What a worker's threads do: the stages' blocking work (SQL, rendering, delivery); Faust's
+#: event loop, with the agents, the producer and the fetched records' dispatch (the main
+#: thread); everything else, mostly aiokafka's consumer thread, which fetches.
+THREAD_ROLES = ("stages", "faust loop", "other threads")
+
+
+def thread_role(pid: int, tid: int, name: str) -> str:
+    """The role (:data:`THREAD_ROLES`) of thread ``tid`` of worker ``pid``, native name ``name``."""
+    if name.startswith(STAGE_THREAD_NAME):
+        return "stages"
+    return "faust loop" if tid == pid else "other threads"
+
+
+def thread_cpu_seconds(pid: int) -> Counter[str]:
+    """User + system CPU seconds of the live threads of ``pid``, by :func:`thread_role`
+    (Linux ``/proc``; empty elsewhere). A thread that has ended takes its seconds with it."""
+    seconds: Counter[str] = Counter()
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return seconds
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in tasks:
+        try:
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+            name = (task / "comm").read_text().strip()
+        except OSError:
+            continue  # the thread ended
+        seconds[thread_role(pid, int(task.name), name)] += \
+            (int(fields[11]) + int(fields[12])) / tick
+    return seconds
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -74,6 +74,12 @@ def test_the_human_report_names_both_rates_the_ratio_and_the_stages(
         assert expected in text
     assert "broker CPU per request" not in text  # a broker of the fixture's, not the bench's
     assert list((settings.var_dir / "bench").glob("*/worker-2.log"))
+    (line,) = [line for line in text.splitlines() if line.startswith("  by thread: ")]
+    phases = re.findall(r"(flood|paced run) stages (\d+\.\d), faust loop (\d+\.\d), "
+                        r"other threads (\d+\.\d) ms", line)
+    assert [phase for phase, *_ in phases] == ["flood", "paced run"], line
+    for _, stages, loop, _other in phases:
+        assert float(stages) > 0 and float(loop) > 0, line  # the workers' named stage threads
 
 
 def test_a_soak_at_a_given_rate_samples_the_workers_memory(
