@@ -962,21 +962,23 @@ def thread_cpu_seconds(pid: int) -> Counter[str]:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return seconds
-    tick = os.sysconf("SC_CLK_TCK")
     for task in tasks:
         try:
-            fields = (task / "stat").read_text().rpartition(")")[2].split()
             name = (task / "comm").read_text().strip()
         except OSError:
             continue  # the thread ended
-        seconds[thread_role(pid, int(task.name), name)] += \
-            (int(fields[11]) + int(fields[12])) / tick
+        seconds[thread_role(pid, int(task.name), name)] += _stat_cpu_seconds(task / "stat")
     return seconds
 
 
 def _cpu_seconds(pid: int) -> float:
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
+
+
+def _stat_cpu_seconds(stat: Path) -> float:
+    """User + system CPU seconds from a process's or a thread's ``stat``; 0 once it ended."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        fields = stat.read_text().rpartition(")")[2].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
