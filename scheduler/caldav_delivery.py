@@ -30,10 +30,9 @@ from caldav.elements import dav
 from caldav.lib import error as dav_error
 from icalendar import Calendar
 from icalendar import Event as VEvent
-from pydantic import BaseModel, ConfigDict
 
 from scheduler.delivery import DeliveryFailed, DeliveryReceipt, Invite, Span, merge_spans
-from scheduler.delivery_settings import parse_settings, secret_from
+from scheduler.delivery_settings import BackendSettings, parse_settings, secret_from
 
 DEFAULT_CALENDAR_PATH = "/{email}/calendar/"
 _TRANSIENT_STATUSES = {408, 412, 423, 425, 429}
@@ -44,10 +43,9 @@ class CalendarUnavailable(DeliveryFailed):
     """A calendar could not be read (busy times); ``transient`` as for a delivery."""
 
 
-class CalDavSettings(BaseModel):
-    """A center's ``delivery`` entry for ``backend: caldav``; other keys are left to others."""
+class CalDavSettings(BackendSettings):
+    """A center's ``delivery`` entry for ``backend: caldav``."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
     url: str
     username: str | None = None
     password_env: str | None = None

@@ -13,11 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from email.message import Message
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import requests
 from exchangelib import (
-    BASIC,
     DELEGATE,
     NTLM,
     Account,
@@ -43,6 +42,7 @@ from exchangelib.errors import (
 from exchangelib.items import SEND_TO_ALL_AND_SAVE_COPY
 from exchangelib.version import EXCHANGE_2016, Build, Version
 from icalendar import Calendar
+from pydantic import Field
 
 from scheduler.delivery import (
     DeliveryFailed,
@@ -52,7 +52,12 @@ from scheduler.delivery import (
     email_body,
     merge_spans,
 )
-from scheduler.delivery_settings import DeliverySettingsInvalid
+from scheduler.delivery_settings import (
+    BackendSettings,
+    DeliverySettingsInvalid,
+    parse_settings,
+    secret_from,
+)
 
 BLOCKING_BUSY_TYPES = frozenset({"Busy", "OOF", "Tentative"})
 _TRANSIENT = (ErrorServerBusy, ErrorTimeoutExpired, ErrorTooManyObjectsOpened,
@@ -83,6 +88,15 @@ class EwsSettingsInvalid(DeliverySettingsInvalid):
     """A center's ``delivery`` settings for EWS are incomplete; the message names the key."""
 
 
+class EwsSettings(BackendSettings):
+    """A center's ``delivery`` entry for ``backend: ews``."""
+
+    service_endpoint: Annotated[str, Field(min_length=1)]
+    username: Annotated[str, Field(min_length=1)]
+    password_env: Annotated[str, Field(min_length=1)]
+    auth_type: Literal["NTLM", "basic"] = NTLM
+
+
 def _register_properties() -> None:
     for name, prop in (("fasttrack_uid", FastTrackUid), ("fasttrack_sequence", FastTrackSequence)):
         if name not in CalendarItem.FIELDS:
@@ -110,21 +124,12 @@ class EwsDelivery:
         """From a center's ``delivery`` settings: ``service_endpoint``, ``username``,
         ``password_env`` (the NAME of the variable holding the password), optional
         ``auth_type`` (``NTLM`` or ``basic``)."""
-        def required(key: str) -> str:
-            value = settings.get(key)
-            if not isinstance(value, str) or not value:
-                raise EwsSettingsInvalid(f"delivery.{key}: required for the ews backend")
-            return value
-
-        password_name = required("password_env")
-        if not env.get(password_name):
-            raise EwsSettingsInvalid(f"delivery.password_env: environment variable "
-                                     f"{password_name} is not set")
-        auth_type = str(settings.get("auth_type", NTLM))
-        if auth_type not in (NTLM, BASIC):
-            raise EwsSettingsInvalid(f"delivery.auth_type: {auth_type!r} is not NTLM or basic")
-        return cls(required("service_endpoint"), required("username"), env[password_name],
-                   organizer=organizer, auth_type=auth_type)
+        parsed = parse_settings(EwsSettings, settings, cls.name, invalid=EwsSettingsInvalid)
+        password = secret_from(env, parsed.password_env, cls.name, "password_env",
+                               invalid=EwsSettingsInvalid)
+        assert password is not None  # password_env is required
+        return cls(parsed.service_endpoint, parsed.username, password, organizer=organizer,
+                   auth_type=parsed.auth_type)
 
     @property
     def account(self) -> Account:

@@ -22,12 +22,13 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from email.message import Message
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 from icalendar import Calendar
+from pydantic import Field
 from tzlocal.windows_tz import tz_win, win_tz
 
 from scheduler.delivery import (
@@ -38,7 +39,12 @@ from scheduler.delivery import (
     email_body,
     merge_spans,
 )
-from scheduler.delivery_settings import DeliverySettingsInvalid
+from scheduler.delivery_settings import (
+    BackendSettings,
+    DeliverySettingsInvalid,
+    parse_settings,
+    secret_from,
+)
 
 GRAPH_URL = "https://graph.microsoft.com/v1.0"
 LOGIN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
@@ -53,6 +59,16 @@ _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 class GraphSettingsInvalid(DeliverySettingsInvalid):
     """A center's ``delivery`` settings for Graph are incomplete; the message names the key."""
+
+
+class GraphSettings(BackendSettings):
+    """A center's ``delivery`` entry for ``backend: graph``."""
+
+    tenant_id: Annotated[str, Field(min_length=1)]
+    client_id: Annotated[str, Field(min_length=1)]
+    client_secret_env: Annotated[str, Field(min_length=1)]
+    base_url: Annotated[str, Field(min_length=1)] = GRAPH_URL
+    token_url: Annotated[str, Field(min_length=1)] | None = None
 
 
 class GraphThrottled(DeliveryFailed):
@@ -87,20 +103,17 @@ class GraphDelivery:
                       organizer: str, http: httpx.Client | None = None) -> GraphDelivery:
         """From a center's ``delivery`` settings: ``tenant_id``, ``client_id``,
         ``client_secret_env`` (the NAME of the variable holding the secret), optional
-        ``base_url`` and ``token_url``."""
-        def required(key: str) -> str:
-            value = settings.get(key)
-            if not isinstance(value, str) or not value:
-                raise GraphSettingsInvalid(f"delivery.{key}: required for the graph backend")
-            return value
-
-        secret_name = required("client_secret_env")
-        if not env.get(secret_name):
-            raise GraphSettingsInvalid(f"delivery.client_secret_env: environment variable "
-                                       f"{secret_name} is not set")
-        return cls(required("tenant_id"), required("client_id"), env[secret_name],
-                   organizer=organizer, base_url=settings.get("base_url", GRAPH_URL),
-                   token_url=settings.get("token_url"), http=http)
+        ``base_url`` and ``token_url``. Graph makes each meeting's Teams link, so a
+        ``join_url_template`` here is an error rather than a link no invite would carry."""
+        if "join_url_template" in settings:
+            raise GraphSettingsInvalid(f"{cls.name}: delivery.join_url_template: Graph makes "
+                                       "the Teams link of each meeting; remove the template")
+        parsed = parse_settings(GraphSettings, settings, cls.name, invalid=GraphSettingsInvalid)
+        secret = secret_from(env, parsed.client_secret_env, cls.name, "client_secret_env",
+                             invalid=GraphSettingsInvalid)
+        assert secret is not None  # client_secret_env is required
+        return cls(parsed.tenant_id, parsed.client_id, secret, organizer=organizer,
+                   base_url=parsed.base_url, token_url=parsed.token_url, http=http)
 
     # -- the delivery port ----------------------------------------------------------------------
 

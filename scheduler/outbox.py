@@ -29,6 +29,7 @@ from pathlib import Path
 from icalendar import Calendar
 
 from scheduler.delivery import DeliveryReceipt, Invite
+from scheduler.delivery_settings import BackendSettings
 
 _SAFE_UID = re.compile(r"[A-Za-z0-9@._+:=-]{1,200}")
 _METHOD_RANK = {"REQUEST": 0, "CANCEL": 1}
@@ -40,6 +41,11 @@ class UnsafeUid(ValueError):
     def __init__(self, uid: str) -> None:
         super().__init__(f"uid {uid!r} cannot name an outbox file: use 1-200 of "
                          f"[A-Za-z0-9@._+:=-], not starting with '.'")
+
+
+class OutboxSettings(BackendSettings):
+    """A center's ``delivery`` entry for ``backend: outbox``: no keys of its own, since every
+    center's invites go to the one folder (``FASTTRACK_OUTBOX_DIR``)."""
 
 
 class OutboxDelivery:

@@ -20,18 +20,21 @@ from email.message import EmailMessage, Message
 from typing import Any, Literal
 
 import aiosmtplib
-from pydantic import BaseModel, ConfigDict
 
 from scheduler.delivery import DeliveryFailed, DeliveryReceipt, Invite, parsed_email
-from scheduler.delivery_settings import DeliverySettingsInvalid, parse_settings, secret_from
+from scheduler.delivery_settings import (
+    BackendSettings,
+    DeliverySettingsInvalid,
+    parse_settings,
+    secret_from,
+)
 
 StartTls = bool | Literal["auto"]
 
 
-class SmtpSettings(BaseModel):
-    """A center's ``delivery`` entry for ``backend: smtp``; other keys are left to others."""
+class SmtpSettings(BackendSettings):
+    """A center's ``delivery`` entry for ``backend: smtp``."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
     host: str
     port: int | None = None
     starttls: StartTls = "auto"

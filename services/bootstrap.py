@@ -18,6 +18,7 @@ from scheduler.caldav_delivery import CalDavDelivery
 from scheduler.calendar_ledger import CalendarAwareLedger
 from scheduler.db import create_engine_for
 from scheduler.delivery import BusyCalendar, InviteDelivery
+from scheduler.delivery_settings import parse_settings
 from scheduler.directory import Center, CenterDirectory, default_directory
 from scheduler.directory_source import DirectorySource
 from scheduler.ews_delivery import EwsDelivery
@@ -27,7 +28,7 @@ from scheduler.jobs import Publish, TimedWork, TimedWorkPolicy
 from scheduler.lifecycle import Lifecycle
 from scheduler.lifecycle_records import LifecycleRecords
 from scheduler.meeting_changes import SqlMeetingChanges
-from scheduler.outbox import OutboxDelivery
+from scheduler.outbox import OutboxDelivery, OutboxSettings
 from scheduler.reminders import OutboxReminders
 from scheduler.request_store import RequestStore
 from scheduler.smtp_delivery import SmtpDelivery
@@ -114,6 +115,7 @@ def build_deliveries(directory: CenterDirectory, outbox_dir: Path,
         try:
             match center.delivery.backend:
                 case "outbox":
+                    parse_settings(OutboxSettings, settings, "outbox")
                     backends[center.id] = outbox
                 case "smtp":
                     backends[center.id] = SmtpDelivery.from_settings(settings, env)

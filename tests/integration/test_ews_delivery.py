@@ -462,7 +462,7 @@ def test_from_settings_reads_the_password_from_the_named_variable() -> None:
 @pytest.mark.parametrize(("settings", "env", "message"), [
     pytest.param({**SETTINGS, "service_endpoint": ""}, {"FT_EWS": "x"},
                  "delivery.service_endpoint", id="no-endpoint"),
-    pytest.param(SETTINGS, {}, "FT_EWS is not set", id="password-unset"),
+    pytest.param(SETTINGS, {}, "'FT_EWS' is not set", id="password-unset"),
     pytest.param({**SETTINGS, "auth_type": "kerberos"}, {"FT_EWS": "x"}, "delivery.auth_type",
                  id="unsupported-auth"),
 ])

@@ -522,7 +522,7 @@ def test_from_settings_reads_the_secret_from_the_named_variable(graph: FakeGraph
 @pytest.mark.parametrize(("settings", "env", "message"), [
     pytest.param({**SETTINGS, "tenant_id": ""}, {"FT_GRAPH_SECRET": "x"}, "delivery.tenant_id",
                  id="no-tenant"),
-    pytest.param(SETTINGS, {}, "FT_GRAPH_SECRET is not set", id="secret-unset"),
+    pytest.param(SETTINGS, {}, "'FT_GRAPH_SECRET' is not set", id="secret-unset"),
     pytest.param({k: v for k, v in SETTINGS.items() if k != "client_secret_env"}, {},
                  "delivery.client_secret_env", id="no-secret-name"),
 ])
