@@ -1,10 +1,11 @@
 """Where the running service gets its center directory: a file it re-reads when it changes.
 
 The file is stat-ed at most every ``check_seconds``; when its size, mtime or inode changed it is
-loaded and validated as a whole. A file that does not validate is logged and the last good
-directory is served on, so a bad edit never stops a worker; fixing the file takes effect at the
-next check. Each loaded directory is a new frozen object, so caches keyed on its centers are
-fresh.
+loaded and validated as a whole, then handed to each check added with
+:meth:`DirectorySource.add_check` (the delivery backends are built there). A file that does not
+validate, or that a check refuses, is logged and the last good directory is served on, so a
+bad edit never stops a worker; fixing the file takes effect at the next check. Each loaded
+directory is a new frozen object, so caches keyed on its centers are fresh.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import structlog
 
-from scheduler.directory import CenterDirectory, DirectoryInvalid, load_directory
+from scheduler.directory import CenterDirectory, load_directory
 
 #: Anything that returns the directory to use now (a :class:`DirectorySource`, a lambda).
 DirectoryFeed = Callable[[], CenterDirectory]
@@ -40,6 +41,7 @@ class DirectorySource:
         self._lock = threading.Lock()
         self._seen = _fingerprint(path) if path is not None else None
         self._checked_at = monotonic()
+        self._checks: list[Callable[[CenterDirectory], None]] = []
 
     @classmethod
     def constant(cls, directory: CenterDirectory) -> DirectorySource:
@@ -53,6 +55,11 @@ class DirectorySource:
         and re-read it whenever it changes."""
         path = Path(path)
         return cls(load_directory(path), path, check_seconds=check_seconds, monotonic=monotonic)
+
+    def add_check(self, check: Callable[[CenterDirectory], None]) -> None:
+        """Have ``check`` see each reloaded directory before it is served; a ``ValueError``
+        from it keeps the last good directory, as an invalid file does."""
+        self._checks.append(check)
 
     def __call__(self) -> CenterDirectory:
         if self.path is None or self._monotonic() - self._checked_at < self.check_seconds:
@@ -75,7 +82,9 @@ class DirectorySource:
             return
         try:
             directory = load_directory(path)
-        except DirectoryInvalid as exc:
+            for check in self._checks:
+                check(directory)
+        except ValueError as exc:  # DirectoryInvalid, or a check's refusal
             self.last_error = str(exc)
             log.error("directory_invalid", path=str(path), error=str(exc),
                       action="serving the last good directory")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -19,7 +20,7 @@ from scheduler.calendar_ledger import CalendarAwareLedger
 from scheduler.db import create_engine_for
 from scheduler.delivery import BusyCalendar, InviteDelivery
 from scheduler.delivery_settings import parse_settings
-from scheduler.directory import Center, CenterDirectory, default_directory
+from scheduler.directory import Center, CenterDirectory, Delivery, default_directory
 from scheduler.directory_source import DirectorySource
 from scheduler.ews_delivery import EwsDelivery
 from scheduler.graph_delivery import GraphDelivery
@@ -65,9 +66,13 @@ class Runtime:
         """The directory as it is now (the file is re-read when it changes)."""
         return self.directory_source()
 
+    def __post_init__(self) -> None:
+        # A reloaded directory is served only once its centers' backends are built.
+        self.directory_source.add_check(lambda directory: self.deliveries.prepare(directory))
+
     @cached_property
-    def backends(self) -> dict[str, InviteDelivery]:
-        return build_deliveries(self.directory, self.settings.resolved_outbox_dir, self.env)
+    def deliveries(self) -> CenterDeliveries:
+        return CenterDeliveries(self.directory, self.settings.resolved_outbox_dir, self.env)
 
     def lifecycle(self) -> Lifecycle:
         """Cancel and reschedule over the same ledgers and backends as the pipeline."""
@@ -75,9 +80,8 @@ class Runtime:
             store=self.store, ledger=SqlBookingLedger(self.engine, self.clock),
             changes=SqlMeetingChanges(self.engine, self.clock),
             records=LifecycleRecords(self.engine),
-            directory=self.directory_source, deliveries=self.backends.__getitem__,
-            router=route, join_url=join_url,
-            backends={b.name: b for b in self.backends.values()})
+            directory=self.directory_source, deliveries=self.deliveries,
+            router=route, join_url=join_url, backends=self.deliveries.by_name)
 
     def timed_work(self, publish: Publish) -> TimedWork:
         """Reminders, the booking SLA and reconciliation; ``publish`` re-drives stuck requests."""
@@ -91,45 +95,114 @@ class Runtime:
             clock=self.clock, policy=policy)
 
     def stages(self) -> Stages:
-        backends = self.backends
-        calendars = {cid: b for cid, b in backends.items() if isinstance(b, BusyCalendar)}
         ledger = SqlBookingLedger(self.engine, self.clock)
-        booking_ledger = CalendarAwareLedger.for_directory(ledger, self.directory, calendars)
+        booking_ledger = CalendarAwareLedger(ledger, self.directory_source,
+                                             self.deliveries.calendar)
         return Stages(
             submission=Submission(self.store, self.directory_source, self.clock),
             booking=Booking(self.store, self.directory_source, booking_ledger, self.clock,
                             join_url),
-            invitation=Invitation(self.store, self.directory_source, backends.__getitem__,
+            invitation=Invitation(self.store, self.directory_source, self.deliveries,
                                   InviteLog(self.engine), ledger, self.clock),
             commands=Commands(self.lifecycle(), self.clock),
         )
 
 
-def build_deliveries(directory: CenterDirectory, outbox_dir: Path,
-                     env: Mapping[str, str]) -> dict[str, InviteDelivery]:
-    """One delivery backend per center, built once so a bad ``delivery`` block fails at start."""
-    outbox = OutboxDelivery(outbox_dir)
-    backends: dict[str, InviteDelivery] = {}
-    for center in directory.centers:
-        settings = center.delivery.settings
+class CenterDeliveries:
+    """Each center's invite backend, for the directory as it is re-read.
+
+    Built for the directory at start, so a bad ``delivery`` block stops the worker there;
+    :meth:`prepare` builds the backends of a reloaded directory's new or changed ``delivery``
+    blocks before the directory is served (``DirectorySource.add_check``), so a bad edit is
+    refused like an invalid file. A center that a reload removed keeps its backend: its
+    booked meetings can still be moved or cancelled.
+    """
+
+    def __init__(self, directory: CenterDirectory, outbox_dir: Path,
+                 env: Mapping[str, str]) -> None:
+        self._outbox = OutboxDelivery(outbox_dir)
+        self._env = env
+        self._lock = threading.Lock()
+        self._built: dict[str, tuple[Delivery, InviteDelivery]] = {}
+        self.prepare(directory)
+
+    def prepare(self, directory: CenterDirectory) -> None:
+        """Build the backends of ``directory``'s new or changed ``delivery`` blocks; raises
+        :class:`DeliveryUnavailable`, changing nothing, when one cannot be built."""
+        with self._lock:
+            built = dict(self._built)
+            for center in directory.centers:
+                known = built.get(center.id)
+                if known is None or not _same_delivery(known[0], center.delivery):
+                    built[center.id] = (center.delivery, self._build(center))
+            self._built = built
+
+    def __call__(self, center_id: str) -> InviteDelivery:
+        """The backend of ``center_id`` (KeyError for a center no directory ever had)."""
+        return self._built[center_id][1]
+
+    def calendar(self, center_id: str) -> BusyCalendar | None:
+        """The center's backend when it reads specialists' calendars, else None."""
+        known = self._built.get(center_id)
+        return known[1] if known is not None and isinstance(known[1], BusyCalendar) else None
+
+    @property
+    def by_name(self) -> Mapping[str, InviteDelivery]:
+        """A backend per name (``outbox``, ``smtp``...), as it is now: the one that delivered
+        an earlier invite, for its update or cancellation."""
+        return _BackendsByName(self)
+
+    def backends(self) -> list[InviteDelivery]:
+        return [backend for _, backend in self._built.values()]
+
+    def _build(self, center: Center) -> InviteDelivery:
+        settings, env = center.delivery.settings, self._env
         try:
             match center.delivery.backend:
                 case "outbox":
                     parse_settings(OutboxSettings, settings, "outbox")
-                    backends[center.id] = outbox
+                    return self._outbox
                 case "smtp":
-                    backends[center.id] = SmtpDelivery.from_settings(settings, env)
+                    return SmtpDelivery.from_settings(settings, env)
                 case "caldav":
-                    backends[center.id] = CalDavDelivery.from_settings(settings, env)
+                    return CalDavDelivery.from_settings(settings, env)
                 case "ews":
-                    backends[center.id] = EwsDelivery.from_settings(
-                        settings, env, organizer=str(center.mailbox))
+                    return EwsDelivery.from_settings(settings, env, organizer=str(center.mailbox))
                 case "graph":
-                    backends[center.id] = GraphDelivery.from_settings(
-                        settings, env, organizer=str(center.mailbox))
+                    return GraphDelivery.from_settings(settings, env,
+                                                       organizer=str(center.mailbox))
         except ValueError as exc:
             raise DeliveryUnavailable(f"center {center.id}: {exc}") from exc
-    return backends
+        raise DeliveryUnavailable(f"center {center.id}: no backend {center.delivery.backend!r}")
+
+
+class _BackendsByName(Mapping[str, InviteDelivery]):
+    def __init__(self, deliveries: CenterDeliveries) -> None:
+        self._deliveries = deliveries
+
+    def _now(self) -> dict[str, InviteDelivery]:
+        return {backend.name: backend for backend in self._deliveries.backends()}
+
+    def __getitem__(self, name: str) -> InviteDelivery:
+        return self._now()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._now())
+
+    def __len__(self) -> int:
+        return len(self._now())
+
+
+def _same_delivery(one: Delivery, other: Delivery) -> bool:
+    return one.backend == other.backend and one.settings == other.settings
+
+
+def build_deliveries(directory: CenterDirectory, outbox_dir: Path,
+                     env: Mapping[str, str]) -> dict[str, InviteDelivery]:
+    """One delivery backend per center of ``directory``; DeliveryUnavailable names the first
+    center whose ``delivery`` block cannot be used."""
+    deliveries = CenterDeliveries(directory, outbox_dir, env)
+    return {center.id: deliveries(center.id) for center in directory.centers}
 
 
 def join_url(center: Center, uid: str) -> str | None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -76,9 +77,15 @@ class Service:
 
     def close(self, center_id: str, *days: date) -> None:
         """Write the directory file again with ``days`` closed at ``center_id``."""
+        def closing(center: dict[str, Any]) -> None:
+            center["closures"] = sorted({*center.get("closures", []), *days})
+        self.edit(center_id, closing)
+
+    def edit(self, center_id: str, change: Callable[[dict[str, Any]], None]) -> None:
+        """Write the directory file again with ``change`` made to ``center_id``'s entry."""
         data = yaml.safe_load(self.path.read_text(encoding="utf-8"))
         (center,) = [c for c in data["centers"] if c["id"] == center_id]
-        center["closures"] = sorted({*center.get("closures", []), *days})
+        change(center)
         self.path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
         stamp = os.stat(self.path).st_mtime_ns + 1_000_000_000  # a visibly newer file
         os.utime(self.path, ns=(stamp, stamp))
@@ -169,6 +176,47 @@ def test_an_invalid_directory_file_changes_nothing(service: Service) -> None:
     assert service.runtime.directory_source.last_error is not None
     assert service.timed_work().revalidate_bookings() == {"rescheduled": 0, "escalated": 0}
     assert service.invite(uid)[:2] == ("REQUEST", 0)
+
+
+def test_a_center_a_reload_adds_gets_its_invites(service: Service) -> None:
+    service.invited("reload-before")
+
+    def renamed(center: dict[str, Any]) -> None:  # Munich becomes a new center, Munich-2
+        center["id"] = "munich-2"
+        for specialist in center["specialists"]:
+            specialist["id"] = specialist["id"].replace("muc-", "m2-")
+    service.edit("munich", renamed)
+
+    uid, _ = service.invited("reload-after")
+    status = service.runtime.store.status("reload-after")
+    assert status is not None and status.center_id == "munich-2"
+    assert service.invite(uid)[:3] == ("REQUEST", 0, uid)
+
+
+def test_a_reload_changes_a_centers_backend_and_its_calendar(service: Service) -> None:
+    assert service.runtime.deliveries("munich").name == "outbox"
+    assert service.runtime.deliveries.calendar("munich") is None
+
+    service.edit("munich", lambda center: center.update(
+        delivery={"backend": "caldav", "url": "https://calendar.example.com/"}))
+
+    assert service.runtime.directory.center("munich").delivery.backend == "caldav"
+    assert service.runtime.deliveries("munich").name == "caldav"
+    assert service.runtime.deliveries.calendar("munich") is service.runtime.deliveries("munich")
+    assert service.runtime.deliveries("paris").name == "outbox"
+
+
+def test_a_reload_with_an_unusable_delivery_block_is_refused(service: Service) -> None:
+    service.edit("munich", lambda center: center.update(
+        delivery={"backend": "smtp", "hots": "mail.example.com"}))
+
+    assert service.runtime.directory.center("munich").delivery.backend == "outbox"
+    error = service.runtime.directory_source.last_error
+    assert error is not None
+    assert error.startswith("center munich: smtp: delivery.host: Field required; "
+                            "delivery.hots: not a setting of the smtp backend")
+    uid, _ = service.invited("reload-refused")
+    assert service.invite(uid)[:3] == ("REQUEST", 0, uid)
 
 
 class Clock:

@@ -77,3 +77,32 @@ def test_centers_without_a_calendar_backend_keep_the_plain_ledger() -> None:
 def test_merge_spans_unions_overlapping_and_touching_spans() -> None:
     assert merge_spans([(at(9), at(10)), (at(12), at(13)), (at(9, 30), at(11)),
                         (at(11), at(11, 30))]) == [(at(9), at(11, 30)), (at(12), at(13))]
+
+
+class TransactionLedger(InMemoryLedger):
+    """A ledger that, like the SQL one, can join a batch's transaction."""
+
+    def within(self, conn: object) -> InMemoryLedger:
+        return self
+
+
+def test_the_ledger_follows_the_directory_and_its_calendars() -> None:
+    inner = TransactionLedger()
+    directory, calendars = [DIRECTORY], {}  # as a reload would change them
+    ledger = CalendarAwareLedger(inner, lambda: directory[0], calendars.get)
+    person = TAIPEI.specialists[0]
+    assert getattr(ledger, "within", None) == inner.within  # batches, while none has a calendar
+    assert not ledger.schedules([person.id], at(0), at(23))[person.id]
+
+    calendar = FakeCalendar({str(person.email): [(at(5), at(6))]})
+    calendars["taipei"] = calendar
+    directory[0] = make_directory(only=("taipei",))  # a reload: a new directory object
+
+    assert getattr(ledger, "within", None) is None  # one at a time: calendars are asked
+    assert ledger.schedules([person.id], at(0), at(23)) == {person.id: [(at(5), at(6))]}
+    assert [emails for emails, _, _ in calendar.asked] == [[str(person.email)]]
+
+
+def test_a_ledger_without_a_transaction_form_has_none_to_give() -> None:
+    ledger = CalendarAwareLedger(InMemoryLedger(), lambda: DIRECTORY, lambda center_id: None)
+    assert getattr(ledger, "within", None) is None
