@@ -121,6 +121,11 @@ class PipelineRun:
     fallbacks: Counter[str] = field(default_factory=Counter)  # see fallback_counts
     paced_cpu_ms_per_request: float = 0.0
     soak_cpu_ms_per_request: float | None = None  # None: no soak
+    soak_offered_per_s: float = 0.0
+    #: each invited soak request: (seconds from the soak's first submission, latency ms)
+    soak_latencies: list[tuple[float, float]] = field(default_factory=list)
+    #: the soak's CPU by minute: (minute, workers' % of a core, the broker's or None)
+    soak_cpu_by_minute: list[tuple[int, float, float | None]] = field(default_factory=list)
     #: the embedded broker's CPU per request by phase ("flood", "paced", "soak"); empty when
     #: the broker is not the benchmark's own
     broker_cpu_ms: dict[str, float] = field(default_factory=dict)
@@ -665,8 +670,10 @@ def measure_pipeline(kafka: KafkaSettings, settings: Settings, directory: Center
         result.paced_cpu_ms_per_request = paced_cpu_ms
         result.thread_cpu_ms = thread_ms
         if soak_seconds > 0:
-            result.rss_kib, result.soak_cpu_ms_per_request, broker_ms["soak"] = _soak(
-                pipeline, producer, topics, soak_rate or SOAK_FRACTION * max_rate, soak_seconds)
+            result.soak_offered_per_s = soak_rate or SOAK_FRACTION * max_rate
+            (result.rss_kib, result.soak_cpu_ms_per_request, broker_ms["soak"],
+             result.soak_latencies, result.soak_cpu_by_minute) = _soak(
+                pipeline, producer, topics, result.soak_offered_per_s, soak_seconds)
         result.broker_cpu_ms = {phase: ms for phase, ms in broker_ms.items() if ms is not None}
         result.fallbacks = pipeline.fallbacks()
         return result
@@ -734,20 +741,25 @@ def _stage_breakdown(timelines: dict[str, dict[str, datetime]], phase: _Phase,
 
 
 def _soak(pipeline: _Pipeline, producer: KafkaProducer, topics: TopicNames, rate: float,
-          seconds: float) -> tuple[list[tuple[float, list[int]]], float, float | None]:
-    """Paced load for ``seconds``; the workers' RSS every 10 s, their CPU per request and the
-    broker's (None when its pid is not known)."""
+          seconds: float) -> tuple[list[tuple[float, list[int]]], float, float | None,
+                                   list[tuple[float, float]],
+                                   list[tuple[int, float, float | None]]]:
+    """Paced load for ``seconds``; the workers' RSS every 10 s, their CPU per request, the
+    broker's (None when its pid is not known), each invited request's latency (ms) by when it
+    was sent (seconds into the soak), and the CPU by minute (:func:`cpu_by_minute`)."""
     count = int(rate * seconds)
     soak = _Phase(f"{topics.prefix}-soak", [])
     mix = request_mix(count, soak.name, per_hour=SOAK_DEMAND_PER_HOUR,
                       later=PHASE_CALENDAR_START["soak"])
     soak.ids = [body["request_id"] for body in mix]
     samples: list[tuple[float, list[int]]] = []
+    cpu_samples: list[tuple[float, float, float | None]] = []
     stop = threading.Event()
     begin = time.monotonic()
 
     def sample() -> None:
         while not stop.is_set():
+            cpu_samples.append((time.monotonic() - begin, *pipeline.cpu_now()))
             samples.append((time.monotonic() - begin, pipeline.rss_kib()))
             say(f"soak: {samples[-1][0]:.0f} s, worker RSS "
                 f"{', '.join(f'{kib / 1024:.1f}' for kib in samples[-1][1])} MiB")
@@ -767,7 +779,43 @@ def _soak(pipeline: _Pipeline, producer: KafkaProducer, topics: TopicNames, rate
         stop.set()
         sampler.join()
     samples.append((time.monotonic() - begin, pipeline.rss_kib()))
-    return samples, cpu_ms, broker_ms
+    first = min(soak.submitted_ns.values())
+    latencies = sorted(((soak.submitted_ns[rid] - first) / 1e9,
+                        (done[rid][1] - soak.submitted_ns[rid]) / 1e6)
+                       for rid in soak.ids if done.get(rid, ("", 0))[0] == "invited")
+    cpu_samples.append((time.monotonic() - begin, *pipeline.cpu_now()))
+    return samples, cpu_ms, broker_ms, latencies, cpu_by_minute(cpu_samples)
+
+
+def cpu_by_minute(samples: Sequence[tuple[float, float, float | None]],
+                  ) -> list[tuple[int, float, float | None]]:
+    """(minute, workers' CPU in % of a core, the broker's or None) from cumulative CPU samples
+    ``(seconds, workers' CPU seconds, broker's or None)``: for each minute, from its first
+    sample to the first of the next minute (or its own last)."""
+    by_minute: dict[int, list[tuple[float, float, float | None]]] = {}
+    for sample in samples:
+        by_minute.setdefault(int(sample[0] // 60), []).append(sample)
+    minutes = sorted(by_minute)
+    result: list[tuple[int, float, float | None]] = []
+    for n, minute in enumerate(minutes):
+        first = by_minute[minute][0]
+        last = by_minute[minutes[n + 1]][0] if n + 1 < len(minutes) else by_minute[minute][-1]
+        elapsed = last[0] - first[0]
+        if elapsed <= 0:
+            continue
+        broker = (None if first[2] is None or last[2] is None
+                  else 100 * (last[2] - first[2]) / elapsed)
+        result.append((minute, 100 * (last[1] - first[1]) / elapsed, broker))
+    return result
+
+
+def latency_by_minute(latencies: Sequence[tuple[float, float]]) -> list[tuple[int, float, int]]:
+    """(minute, p99 ms, requests) for each whole or partial minute of sends."""
+    minutes: dict[int, list[float]] = {}
+    for sent_s, ms in latencies:
+        minutes.setdefault(int(sent_s // 60), []).append(ms)
+    return [(minute, percentile(values, 0.99), len(values))
+            for minute, values in sorted(minutes.items())]
 
 
 def _paced_profile(profile: Path | None) -> Path | None:
@@ -876,6 +924,17 @@ def format_report(report: BenchReport) -> str:
         for phase, counts in run.outcomes.items())]
     lines.append("left the batch path: " + ("; ".join(
         f"{what} {n}" for what, n in sorted(run.fallbacks.items())) or "never"))
+    if run.soak_latencies:
+        values = [ms for _, ms in run.soak_latencies]
+        minutes = latency_by_minute(run.soak_latencies)
+        lines.append(f"soak latency at {run.soak_offered_per_s:.1f}/s, {len(values)} invited: "
+                     f"p50 {percentile(values, 0.5):.1f} ms, p95 {percentile(values, 0.95):.1f} "
+                     f"ms, p99 {percentile(values, 0.99):.1f} ms; p99 by minute of sending: "
+                     + ", ".join(f"{p99:.0f}" for _, p99, _ in minutes) + " ms")
+    if run.soak_cpu_by_minute:
+        lines.append("soak CPU by minute, % of a core (workers/broker): " + ", ".join(
+            f"{workers:.0f}/{'-' if broker is None else f'{broker:.0f}'}"
+            for _, workers, broker in run.soak_cpu_by_minute))
     if run.rss_kib:
         lines.append("worker RSS (MiB): " + " → ".join(
             "/".join(f"{kib / 1024:.0f}" for kib in sample) for _, sample in run.rss_kib))

@@ -95,6 +95,14 @@ def test_a_soak_at_a_given_rate_samples_the_workers_memory(
     assert f", soak {soak_cpu:.1f} ms (all stages, all workers)" in captured.out
     samples = captured.out.split("worker RSS (MiB): ")[1].split()[::2]  # "165 → 166 ..."
     assert len(samples) >= 2 and all(int(mib) > 0 for mib in samples)  # the soak's start, end
+    soak = captured.out.split("soak latency at 5.0/s, 10 invited: p50 ")[1].splitlines()[0]
+    p50, p95, p99 = (float(part.split()[-2]) for part in soak.split(";")[0].split(", "))
+    assert 0 < p50 <= p95 <= p99
+    by_minute = soak.split("p99 by minute of sending: ")[1]
+    assert by_minute == f"{p99:.0f} ms"  # 2 s of sending: one minute, the whole soak's p99
+    cpu = captured.out.split("soak CPU by minute, % of a core (workers/broker): ")[1]
+    workers, broker = cpu.splitlines()[0].split("/")  # one minute
+    assert int(workers) > 0 and (broker == "-" or int(broker) >= 0)  # "-": not our broker
 
 
 def test_the_bench_counts_the_cpu_of_its_own_broker(
