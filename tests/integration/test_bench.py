@@ -99,7 +99,8 @@ def test_a_soak_at_a_given_rate_samples_the_workers_memory(
     p50, p95, p99 = (float(part.split()[-2]) for part in soak.split(";")[0].split(", "))
     assert 0 < p50 <= p95 <= p99
     by_minute = soak.split("p99 by minute of sending: ")[1]
-    assert by_minute == f"{p99:.0f} ms"  # 2 s of sending: one minute, the whole soak's p99
+    minute_p99, unit = by_minute.split()  # 2 s of sending: one minute, the whole soak's p99
+    assert unit == "ms" and abs(float(minute_p99) - p99) <= 0.55  # printed to 1 ms and 0.1 ms
     cpu = captured.out.split("soak CPU by minute, % of a core (workers/broker): ")[1]
     workers, broker = cpu.splitlines()[0].split("/")  # one minute
     assert int(workers) > 0 and (broker == "-" or int(broker) >= 0)  # "-": not our broker
