@@ -57,9 +57,12 @@ class DirectorySource:
         return cls(load_directory(path), path, check_seconds=check_seconds, monotonic=monotonic)
 
     def add_check(self, check: Callable[[CenterDirectory], None]) -> None:
-        """Have ``check`` see each reloaded directory before it is served; a ``ValueError``
-        from it keeps the last good directory, as an invalid file does."""
-        self._checks.append(check)
+        """Have ``check`` see the directory served now (its ``ValueError`` propagates: the
+        caller cannot start with it) and then each reloaded one before it is served (its
+        ``ValueError`` keeps the last good directory, as an invalid file does)."""
+        with self._lock:
+            check(self._directory)
+            self._checks.append(check)
 
     def __call__(self) -> CenterDirectory:
         if self.path is None or self._monotonic() - self._checked_at < self.check_seconds:

@@ -56,11 +56,17 @@ class ChangeOutcome:
     reasons: list[str] = field(default_factory=list)
 
 
+def no_earlier_backend(center_id: str, name: str) -> InviteDelivery | None:
+    """No center ever had another backend (a directory that does not change)."""
+    return None
+
+
 @dataclass
 class Lifecycle:
     """The ports cancel and reschedule work over. ``deliveries(center_id)`` is the center's
-    invite backend; ``backends`` by name reach the one that delivered an invite when the
-    directory has since given the center another kind of backend."""
+    invite backend; ``earlier_backend(center_id, name)`` is the backend of that name the
+    center had before the directory gave it another kind, which cancels what it delivered
+    (None when this process never had it: the center's current backend is used)."""
 
     store: RequestStore
     ledger: BookingLedger
@@ -70,7 +76,7 @@ class Lifecycle:
     deliveries: Callable[[str], InviteDelivery]
     router: Router
     join_url: JoinUrl = no_join_url
-    backends: Mapping[str, InviteDelivery] = field(default_factory=dict)
+    earlier_backend: Callable[[str, str], InviteDelivery | None] = no_earlier_backend
 
 
 def cancel(request_id: str, lc: Lifecycle, now: datetime, *, reason: str = "requested",
@@ -201,7 +207,7 @@ def _send_cancel(request_id: str, lc: Lifecycle, now: datetime,
         raise UnknownRequest(request_id)
     backend = lc.deliveries(meeting.center_id)
     if backend.name != invites[-1].backend:  # the center's backend changed since it invited
-        backend = lc.backends.get(invites[-1].backend, backend)
+        backend = lc.earlier_backend(meeting.center_id, invites[-1].backend) or backend
     sent_now = _deliver(lc, meeting, request, "CANCEL", sequence, backend, now)
     return ChangeOutcome(result, request_id, "cancelled" if sent_now else
                          "cancelled; the cancellation had already been sent", meeting, sequence)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -66,13 +65,14 @@ class Runtime:
         """The directory as it is now (the file is re-read when it changes)."""
         return self.directory_source()
 
-    def __post_init__(self) -> None:
-        # A reloaded directory is served only once its centers' backends are built.
-        self.directory_source.add_check(lambda directory: self.deliveries.prepare(directory))
+    deliveries: CenterDeliveries = field(init=False)
 
-    @cached_property
-    def deliveries(self) -> CenterDeliveries:
-        return CenterDeliveries(self.directory, self.settings.resolved_outbox_dir, self.env)
+    def __post_init__(self) -> None:
+        """Build every center's backend now (DeliveryUnavailable: a ``delivery`` block that
+        cannot be used), and a reloaded directory's before it is served."""
+        self.deliveries = CenterDeliveries(self.directory_source,
+                                           self.settings.resolved_outbox_dir, self.env)
+        self.directory_source.add_check(self.deliveries.prepare)
 
     def lifecycle(self) -> Lifecycle:
         """Cancel and reschedule over the same ledgers and backends as the pipeline."""
@@ -81,7 +81,7 @@ class Runtime:
             changes=SqlMeetingChanges(self.engine, self.clock),
             records=LifecycleRecords(self.engine),
             directory=self.directory_source, deliveries=self.deliveries,
-            router=route, join_url=join_url, backends=self.deliveries.by_name)
+            router=route, join_url=join_url, earlier_backend=self.deliveries.earlier)
 
     def timed_work(self, publish: Publish) -> TimedWork:
         """Reminders, the booking SLA and reconciliation; ``publish`` re-drives stuck requests."""
@@ -111,49 +111,55 @@ class Runtime:
 class CenterDeliveries:
     """Each center's invite backend, for the directory as it is re-read.
 
-    Built for the directory at start, so a bad ``delivery`` block stops the worker there;
-    :meth:`prepare` builds the backends of a reloaded directory's new or changed ``delivery``
-    blocks before the directory is served (``DirectorySource.add_check``), so a bad edit is
-    refused like an invalid file. A center that a reload removed keeps its backend: its
-    booked meetings can still be moved or cancelled.
+    :meth:`prepare` builds the backends of a directory's new or changed ``delivery`` blocks:
+    as a check of the directory source (``DirectorySource.add_check``), for the directory at
+    start, so a bad block stops the worker there, and for each reloaded one before it is
+    served, so a bad edit is refused like an invalid file. A center that a reload removed
+    keeps its backend, and a center given another kind of backend keeps its earlier one
+    (:meth:`earlier`): what they delivered can still be moved or cancelled where it was sent.
     """
 
-    def __init__(self, directory: CenterDirectory, outbox_dir: Path,
+    def __init__(self, directory: Callable[[], CenterDirectory], outbox_dir: Path,
                  env: Mapping[str, str]) -> None:
+        """``directory``: the directory as it is now; reading it lets a changed file be
+        loaded (and :meth:`prepare` called) before a backend is looked up. Nothing is built
+        until :meth:`prepare`."""
+        self._directory = directory
         self._outbox = OutboxDelivery(outbox_dir)
         self._env = env
         self._lock = threading.Lock()
         self._built: dict[str, tuple[Delivery, InviteDelivery]] = {}
-        self.prepare(directory)
+        self._earlier: dict[tuple[str, str], InviteDelivery] = {}
 
     def prepare(self, directory: CenterDirectory) -> None:
         """Build the backends of ``directory``'s new or changed ``delivery`` blocks; raises
         :class:`DeliveryUnavailable`, changing nothing, when one cannot be built."""
         with self._lock:
-            built = dict(self._built)
+            built, earlier = dict(self._built), dict(self._earlier)
             for center in directory.centers:
                 known = built.get(center.id)
                 if known is None or not _same_delivery(known[0], center.delivery):
                     built[center.id] = (center.delivery, self._build(center))
-            self._built = built
+                    if known is not None:
+                        earlier[(center.id, known[1].name)] = known[1]
+            self._built, self._earlier = built, earlier
 
     def __call__(self, center_id: str) -> InviteDelivery:
         """The backend of ``center_id`` (KeyError for a center no directory ever had)."""
+        self._directory()
         return self._built[center_id][1]
 
     def calendar(self, center_id: str) -> BusyCalendar | None:
         """The center's backend when it reads specialists' calendars, else None."""
+        self._directory()
         known = self._built.get(center_id)
         return known[1] if known is not None and isinstance(known[1], BusyCalendar) else None
 
-    @property
-    def by_name(self) -> Mapping[str, InviteDelivery]:
-        """A backend per name (``outbox``, ``smtp``...), as it is now: the one that delivered
-        an earlier invite, for its update or cancellation."""
-        return _BackendsByName(self)
-
-    def backends(self) -> list[InviteDelivery]:
-        return [backend for _, backend in self._built.values()]
+    def earlier(self, center_id: str, name: str) -> InviteDelivery | None:
+        """The backend named ``name`` (``smtp``, ``graph``...) that the center had before a
+        reload gave it another kind; None if it never had one here."""
+        self._directory()
+        return self._earlier.get((center_id, name))
 
     def _build(self, center: Center) -> InviteDelivery:
         settings, env = center.delivery.settings, self._env
@@ -176,23 +182,6 @@ class CenterDeliveries:
         raise DeliveryUnavailable(f"center {center.id}: no backend {center.delivery.backend!r}")
 
 
-class _BackendsByName(Mapping[str, InviteDelivery]):
-    def __init__(self, deliveries: CenterDeliveries) -> None:
-        self._deliveries = deliveries
-
-    def _now(self) -> dict[str, InviteDelivery]:
-        return {backend.name: backend for backend in self._deliveries.backends()}
-
-    def __getitem__(self, name: str) -> InviteDelivery:
-        return self._now()[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._now())
-
-    def __len__(self) -> int:
-        return len(self._now())
-
-
 def _same_delivery(one: Delivery, other: Delivery) -> bool:
     return one.backend == other.backend and one.settings == other.settings
 
@@ -201,7 +190,8 @@ def build_deliveries(directory: CenterDirectory, outbox_dir: Path,
                      env: Mapping[str, str]) -> dict[str, InviteDelivery]:
     """One delivery backend per center of ``directory``; DeliveryUnavailable names the first
     center whose ``delivery`` block cannot be used."""
-    deliveries = CenterDeliveries(directory, outbox_dir, env)
+    deliveries = CenterDeliveries(lambda: directory, outbox_dir, env)
+    deliveries.prepare(directory)
     return {center.id: deliveries(center.id) for center in directory.centers}
 
 

@@ -101,8 +101,7 @@ class World:
             store=RequestStore(engine), ledger=SqlBookingLedger(engine),
             changes=SqlMeetingChanges(engine), records=LifecycleRecords(engine),
             directory=lambda: self.directory, deliveries=lambda _center: self.delivery,
-            router=route, join_url=join_url,
-            backends={self.delivery.name: self.delivery})
+            router=route, join_url=join_url)
 
     def submit(self, body: dict[str, Any], *, until: int = 3) -> None:
         """Run the body through the first ``until`` stages (3 = booked and invited)."""

@@ -25,7 +25,7 @@ from scheduler.directory import CenterDirectory, default_directory_path
 from scheduler.directory_check import InvalidMeeting, invalid_meetings
 from scheduler.directory_source import DirectorySource
 from scheduler.jobs import TimedWork
-from scheduler.lifecycle import reschedule
+from scheduler.lifecycle import cancel, reschedule
 from schemas.events import Meeting
 from schemas.help_request import PreferredWindow
 from services.bootstrap import Runtime, build_runtime
@@ -204,6 +204,19 @@ def test_a_reload_changes_a_centers_backend_and_its_calendar(service: Service) -
     assert service.runtime.deliveries("munich").name == "caldav"
     assert service.runtime.deliveries.calendar("munich") is service.runtime.deliveries("munich")
     assert service.runtime.deliveries("paris").name == "outbox"
+
+
+def test_a_meeting_is_cancelled_where_it_was_invited_after_its_centers_backend_changed(
+        service: Service) -> None:
+    uid, _ = service.invited("reload-cancel")
+    service.edit("munich", lambda center: center.update(  # a server nobody runs: never asked
+        delivery={"backend": "caldav", "url": "https://calendar.invalid/"}))
+    assert service.runtime.deliveries("munich").name == "caldav"
+
+    outcome = cancel("reload-cancel", service.runtime.lifecycle(), NOW)
+
+    assert outcome.sequence == 1
+    assert service.invite(uid)[:3] == ("CANCEL", 1, uid)  # the outbox that had the REQUEST
 
 
 def test_a_reload_with_an_unusable_delivery_block_is_refused(service: Service) -> None:

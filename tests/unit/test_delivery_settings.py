@@ -14,7 +14,7 @@ from scheduler.directory import CenterDirectory, Delivery, default_directory
 from scheduler.ews_delivery import EwsDelivery, EwsSettingsInvalid
 from scheduler.graph_delivery import GraphDelivery, GraphSettingsInvalid
 from scheduler.smtp_delivery import SmtpDelivery
-from services.bootstrap import DeliveryUnavailable, build_deliveries
+from services.bootstrap import CenterDeliveries, DeliveryUnavailable, build_deliveries
 
 EWS = {"service_endpoint": "https://mail.contoso.com/EWS/Exchange.asmx",
        "username": "CONTOSO\\svc", "password_env": "FT_EWS"}
@@ -115,3 +115,39 @@ def test_the_default_directory_and_a_join_url_template_build(tmp_path: Path) -> 
     backends = build_deliveries(directory, tmp_path, {})
 
     assert set(backends) == {center.id for center in directory.centers}
+
+
+def test_a_center_given_another_backend_keeps_its_own_earlier_one(tmp_path: Path) -> None:
+    def smtp(host: str) -> Delivery:
+        return Delivery.model_validate({"backend": "smtp", "host": host})
+    first, second, *others = default_directory().centers
+    directory = CenterDirectory(centers=(
+        first.model_copy(update={"delivery": smtp("a.example.com")}),
+        second.model_copy(update={"delivery": smtp("b.example.com")}), *others))
+    deliveries = CenterDeliveries(lambda: directory, tmp_path, {})
+    deliveries.prepare(directory)
+
+    deliveries.prepare(CenterDirectory(centers=(  # the first center back on the outbox
+        first, second.model_copy(update={"delivery": smtp("b.example.com")}), *others)))
+
+    assert deliveries(first.id).name == "outbox"
+    earlier = deliveries.earlier(first.id, "smtp")
+    assert isinstance(earlier, SmtpDelivery) and earlier.host == "a.example.com"
+    assert deliveries.earlier(second.id, "smtp") is None  # unchanged: no earlier backend
+    assert deliveries.earlier(first.id, "graph") is None
+
+
+def test_a_refused_reload_changes_no_backend(tmp_path: Path) -> None:
+    first, *others = default_directory().centers
+    directory = CenterDirectory(centers=(first, *others))
+    deliveries = CenterDeliveries(lambda: directory, tmp_path, {})
+    deliveries.prepare(directory)
+    outbox = deliveries(first.id)
+
+    with pytest.raises(DeliveryUnavailable, match=r"delivery\.host: Field required"):
+        deliveries.prepare(CenterDirectory(centers=(
+            others[0].model_copy(update={"delivery": Delivery(backend="outbox")}),
+            first.model_copy(update={"delivery": Delivery(backend="smtp")}), *others[1:])))
+
+    assert deliveries(first.id) is outbox
+    assert deliveries.earlier(first.id, "outbox") is None

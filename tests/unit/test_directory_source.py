@@ -118,3 +118,38 @@ def test_a_constant_source_needs_no_file() -> None:
     directory = make_directory(("tokyo",))
     source = DirectorySource.constant(directory)
     assert source() is directory
+
+
+def test_a_check_sees_the_current_directory_then_each_reload_and_can_refuse_one(
+        path: Path, ticks: Ticks) -> None:
+    source = DirectorySource.watching(path, check_seconds=5, monotonic=ticks)
+    seen: list[list[str]] = []
+
+    def check(directory: Any) -> None:
+        seen.append([c.id for c in directory.centers])
+        if len(directory.centers) == 1:
+            raise ValueError("center dublin: smtp: delivery.host: Field required")
+
+    source.add_check(check)
+    assert seen == [["dublin", "munich"]]  # the directory served now, at once
+
+    write(path, directory_data(("dublin",)), 2_000_000_000)
+    ticks.now += 5
+    assert ids(source) == ["dublin", "munich"]  # refused: the last good one is served on
+    assert source.last_error == "center dublin: smtp: delivery.host: Field required"
+
+    write(path, directory_data(("taipei", "dublin")), 3_000_000_000)
+    ticks.now += 5
+    assert ids(source) == ["taipei", "dublin"]
+    assert source.last_error is None
+    assert seen[1:] == [["dublin"], ["taipei", "dublin"]]
+
+
+def test_a_check_that_refuses_the_directory_at_start_raises() -> None:
+    source = DirectorySource.constant(make_directory(only=("dublin",)))
+
+    def refuse(directory: Any) -> None:
+        raise ValueError("center dublin: graph: delivery.tenant_id: Field required")
+
+    with pytest.raises(ValueError, match="tenant_id"):
+        source.add_check(refuse)
