@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from scheduler.delivery import DeliveryFailed
 from scheduler.directory import CenterDirectory
 from scheduler.directory_check import InvalidMeeting, invalid_meetings
 from scheduler.ledger import BookingLedger
@@ -26,7 +27,7 @@ from scheduler.lifecycle import (
     resend,
     send_update,
 )
-from scheduler.lifecycle_records import REMINDER_PREFIX, LifecycleRecords
+from scheduler.lifecycle_records import REMINDER_PREFIX, RETRYING, LifecycleRecords
 from scheduler.reminders import (
     DEFAULT_OFFSETS,
     MAX_KIND_LENGTH,
@@ -120,7 +121,11 @@ class TimedWork:
         return planned
 
     def send_reminder(self, request_id: str, kind: str, revision: int) -> str:
-        """Send one reminder if the meeting is still invited at ``revision`` and it is due."""
+        """Send one reminder if the meeting is still invited at ``revision`` and it is due.
+
+        A transient failure (the mail server down, a 4xx reply) is settled ``retrying``, and
+        the next planning (each minute) sends it again while it is due; any other failure is
+        settled ``failed`` and raised."""
         meeting = self.ledger.meeting_for(request_id)
         if meeting is None or meeting.revision != revision:
             return "moved or cancelled"
@@ -136,15 +141,23 @@ class TimedWork:
             return "overtaken by a later reminder"
         if plan.send != kind:
             return "not due"
+        center = self.directory().center(meeting.center_id)
         if not self.records.claim(meeting.uid, request_id, revision, method,
-                                  self.reminders.name, now):
+                                  self.reminders.backend_for(center), now, again_if=RETRYING):
             return "already sent"
         request = self.records.request(request_id)
         assert request is not None
-        center = self.directory().center(meeting.center_id)
         email = build_reminder(meeting, request, center, kind, now=now)
         try:
             where = self.reminders.send(Reminder(meeting, request, center, kind, email))
+        except DeliveryFailed as exc:
+            settled = RETRYING if exc.transient else "failed"
+            self.records.settle(meeting.uid, revision, method, settled, now, str(exc)[:2000])
+            log.warning("reminder_not_sent", request_id=request_id, kind=kind,
+                        error=str(exc)[:500], then=settled)
+            if exc.transient:
+                return "retrying"
+            raise
         except Exception as exc:
             self.records.settle(meeting.uid, revision, method, "failed", now, str(exc)[:2000])
             raise

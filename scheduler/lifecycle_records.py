@@ -22,6 +22,8 @@ from schemas.events import Meeting
 from schemas.help_request import HelpRequest, parse_help_request
 
 REMINDER_PREFIX = "REMIND-"
+#: A reminder's claim settled after a transient failure: the next planning sends it again.
+RETRYING = "retrying"
 MEETING_PAGE = 1000  # meetings read per page when walking a span of time
 
 
@@ -72,15 +74,26 @@ class LifecycleRecords:
             return [SentMessage(*row) for row in conn.execute(query)]
 
     def claim(self, uid: str, request_id: str, sequence: int, method: str, backend: str,
-              now: datetime) -> bool:
-        """Record that this message is being sent; False if someone already claimed it."""
+              now: datetime, *, again_if: str | None = None) -> bool:
+        """Record that this message is being sent; False if someone already claimed it,
+        unless its claim was settled ``again_if`` (a status that asks for another attempt):
+        then it is claimed again, one attempt more."""
         try:
             with self._engine.begin() as conn:
                 conn.execute(insert(invite_deliveries).values(
                     uid=uid, request_id=request_id, sequence=sequence, method=method,
                     backend=backend, status="sending", detail=None, attempts=1, at=now))
         except IntegrityError:
-            return False
+            if again_if is None:
+                return False
+            c = invite_deliveries.c
+            with self._engine.begin() as conn:
+                again = conn.execute(
+                    update(invite_deliveries)
+                    .where(c.uid == uid, c.sequence == sequence, c.method == method,
+                           c.status == again_if)
+                    .values(status="sending", backend=backend, attempts=c.attempts + 1, at=now))
+            return again.rowcount == 1
         return True
 
     def settle(self, uid: str, sequence: int, method: str, status: str, now: datetime,
@@ -103,12 +116,14 @@ class LifecycleRecords:
             return [SentMessage(*row) for row in conn.execute(query)]
 
     def claimed(self, uids: list[str], prefix: str = REMINDER_PREFIX) -> set[tuple[str, int, str]]:
-        """(uid, sequence, method) of the claimed messages whose method starts with ``prefix``."""
+        """(uid, sequence, method) of the claimed messages whose method starts with ``prefix``,
+        except those settled :data:`RETRYING` (to be attempted again)."""
         c = invite_deliveries.c
         if not uids:
             return set()
         query = select(c.uid, c.sequence, c.method).where(c.uid.in_(uids),
-                                                          c.method.startswith(prefix))
+                                                          c.method.startswith(prefix),
+                                                          c.status != RETRYING)
         with read_connection(self._engine) as conn:
             return {(row.uid, row.sequence, row.method) for row in conn.execute(query)}
 

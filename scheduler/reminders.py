@@ -9,17 +9,18 @@ Times are aware and in UTC throughout, so a DST change never moves or repeats a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from email.policy import SMTP
 from email.utils import format_datetime as rfc5322_date
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from babel.dates import format_timedelta
 
+from scheduler.delivery import DeliveryReceipt
 from scheduler.directory import Center
 from scheduler.invite_addressing import address_message, meeting_specialist, message_id
 from scheduler.invite_locales import Translator, babel_locale, requester_zone
@@ -76,12 +77,24 @@ class Reminder:
 
 
 class ReminderSender(Protocol):
-    """Where reminders go (the outbox here; SMTP where a center sends email)."""
+    """Where reminders go: :class:`CenterReminders` (SMTP where a center sends email, else
+    the outbox) or :class:`OutboxReminders`."""
 
-    name: str
+    def backend_for(self, center: Center) -> str:
+        """The name of the backend that sends ``center``'s reminders (recorded with each)."""
 
     def send(self, reminder: Reminder) -> str:
         """Deliver the reminder; return where it went."""
+
+
+@runtime_checkable
+class EmailSender(Protocol):
+    """A delivery backend that sends plain email too (SMTP)."""
+
+    name: str
+
+    def send_email(self, message: Message) -> DeliveryReceipt:
+        """Send the email to its ``To`` recipients; DeliveryFailed when it cannot."""
 
 
 def build_reminder(meeting: Meeting, request: HelpRequest, center: Center, kind: str, *,
@@ -121,6 +134,9 @@ class OutboxReminders:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory) / "reminders"
 
+    def backend_for(self, center: Center) -> str:
+        return self.name
+
     def send(self, reminder: Reminder) -> str:
         """Write the reminder's file and make it durable before saying where it went: the
         caller records the reminder as delivered then, and never sends it again."""
@@ -130,3 +146,35 @@ class OutboxReminders:
         replace_file(path, reminder.email.as_bytes())
         fsync_directory(self.directory)
         return str(path)
+
+
+class CenterReminders:
+    """Each center's reminders by email through its invite backend when that sends email
+    (SMTP), and to the outbox otherwise: CalDAV, Exchange and Graph put the meeting in the
+    attendees' calendars, which remind them themselves, and the outbox keeps the record.
+
+    ``deliveries(center_id)`` is the center's invite backend as it is now (a directory
+    reload can change it).
+    """
+
+    def __init__(self, outbox: OutboxReminders,
+                 deliveries: Callable[[str], object]) -> None:
+        self.outbox = outbox
+        self._deliveries = deliveries
+
+    def _email(self, center_id: str) -> EmailSender | None:
+        backend = self._deliveries(center_id)
+        return backend if isinstance(backend, EmailSender) else None
+
+    def backend_for(self, center: Center) -> str:
+        sender = self._email(center.id)
+        return self.outbox.name if sender is None else sender.name
+
+    def send(self, reminder: Reminder) -> str:
+        """Send it by the center's email backend (DeliveryFailed when that fails), else
+        write it to the outbox; return where it went."""
+        sender = self._email(reminder.center.id)
+        if sender is None:
+            return self.outbox.send(reminder)
+        receipt = sender.send_email(reminder.email)
+        return f"{receipt.location} {receipt.external_id}"

@@ -96,7 +96,11 @@ class SmtpDelivery:
         permanent for 5xx replies (rejections, failed authentication) and missing features.
         Any recipient refused makes the whole delivery fail, after the others got it.
         """
-        message = invite.email
+        return self.send_email(invite.email)
+
+    def send_email(self, message: Message) -> DeliveryReceipt:
+        """Send any email (an invite's, a reminder) to its ``To`` recipients, as :meth:`send`
+        does; the receipt's id is its Message-ID."""
         sender, recipients = _envelope(parsed_email(message))
         try:
             refused, _ = asyncio.run(self._send(message, sender, recipients))

@@ -29,7 +29,7 @@ from scheduler.lifecycle import Lifecycle
 from scheduler.lifecycle_records import LifecycleRecords
 from scheduler.meeting_changes import SqlMeetingChanges
 from scheduler.outbox import OutboxDelivery, OutboxSettings
-from scheduler.reminders import OutboxReminders
+from scheduler.reminders import CenterReminders, OutboxReminders
 from scheduler.request_store import RequestStore
 from scheduler.smtp_delivery import SmtpDelivery
 from scheduler.sql_ledger import SqlBookingLedger
@@ -91,7 +91,9 @@ class Runtime:
             store=self.store, ledger=SqlBookingLedger(self.engine, self.clock),
             records=LifecycleRecords(self.engine), lifecycle=self.lifecycle(),
             directory=self.directory_source,
-            reminders=OutboxReminders(self.settings.resolved_outbox_dir), publish=publish,
+            reminders=CenterReminders(OutboxReminders(self.settings.resolved_outbox_dir),
+                                      self.deliveries),
+            publish=publish,
             clock=self.clock, policy=policy)
 
     def stages(self) -> Stages:

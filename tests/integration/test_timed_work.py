@@ -21,14 +21,17 @@ from sqlalchemy import Engine, select, text
 from consumers.routing import route
 from scheduler.booking import book
 from scheduler.db import create_engine_for, invite_deliveries
+from scheduler.delivery import DeliveryFailed
 from scheduler.jobs import TimedWork, TimedWorkPolicy
 from scheduler.lifecycle import cancel, reschedule
-from scheduler.reminders import OutboxReminders
+from scheduler.reminders import CenterReminders, OutboxReminders, ReminderSender
 from scheduler.request_store import RequestState, canonical_body_hash
+from scheduler.smtp_delivery import SmtpDelivery
 from schemas.help_request import PreferredWindow, parse_help_request
 from services.kafka_config import KafkaSettings
 from services.timed_work import KafkaRecordPublisher, TimedWorkService
 from services.topics import TopicNames
+from tests.integration.delivery_servers import running_mail_sink
 from tests.integration.lifecycle_support import ORIGIN, World
 from tests.unit.conftest import help_request, make_directory
 
@@ -53,11 +56,11 @@ class Published:
 
 
 def timed_work(world: World, outbox: Path, publish: Callable[[str, bytes, bytes], None],
-               **policy: object) -> TimedWork:
+               reminders: ReminderSender | None = None, **policy: object) -> TimedWork:
     return TimedWork(store=world.store, ledger=world.ledger, records=world.records,
                      lifecycle=world.lifecycle(), directory=lambda: world.directory,
-                     reminders=OutboxReminders(outbox), publish=publish, clock=world.clock,
-                     policy=TimedWorkPolicy(**policy))  # type: ignore[arg-type]
+                     reminders=reminders or OutboxReminders(outbox), publish=publish,
+                     clock=world.clock, policy=TimedWorkPolicy(**policy))  # type: ignore[arg-type]
 
 
 def drive(world: World, work: TimedWork, start: datetime, end: datetime,
@@ -121,6 +124,97 @@ def invited(engine: Engine) -> World:
     world = World(engine, make_directory(("taipei",)), datetime(2026, 11, 23, 1, 30, tzinfo=UTC))
     world.submit(help_request("r-1"))
     return world
+
+
+def test_a_center_that_sends_email_sends_its_reminders_by_smtp(
+        invited: World, engine: Engine, tmp_path: Path) -> None:
+    meeting = invited.ledger.meeting_for("r-1")
+    assert meeting is not None
+    with running_mail_sink() as sink:
+        smtp = SmtpDelivery(sink.host, sink.port, starttls=False)
+        reminders = CenterReminders(OutboxReminders(tmp_path), lambda center_id: smtp)
+        work = timed_work(invited, tmp_path, Published(), reminders)
+        drive(invited, work, meeting.start - timedelta(hours=25), meeting.start)
+
+    assert sent_reminders(tmp_path) == []  # nothing went to the outbox
+    assert len(sink.received) == 2
+    request = invited.records.request("r-1")
+    assert request is not None
+    specialist = next(s for s in invited.directory.center("taipei").specialists
+                      if s.id == meeting.specialist_id)
+    for received in sink.received:
+        assert received.sender == str(invited.directory.center("taipei").mailbox)
+        assert str(request.requester.email) in received.recipients
+        assert str(specialist.email) in received.recipients
+        assert "r-1" in received.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    query = select(invite_deliveries.c.method, invite_deliveries.c.backend,
+                   invite_deliveries.c.status, invite_deliveries.c.detail).where(
+        invite_deliveries.c.method.like("REMIND-%")).order_by(invite_deliveries.c.method)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    assert [(m, b, s) for m, b, s, _ in rows] == [("REMIND-1h", "smtp", "delivered"),
+                                                 ("REMIND-24h", "smtp", "delivered")]
+    assert all(detail.startswith(f"smtp://{sink.host}:{sink.port} <") for *_, detail in rows)
+
+
+def reminder_rows(engine: Engine) -> list[tuple[str, str, int]]:
+    c = invite_deliveries.c
+    query = select(c.method, c.status, c.attempts).where(c.method.like("REMIND-%")) \
+        .order_by(c.method)
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(query)]  # type: ignore[misc]
+
+
+def test_a_reminder_the_mail_server_defers_is_sent_at_a_later_planning(
+        invited: World, engine: Engine, tmp_path: Path) -> None:
+    meeting = invited.ledger.meeting_for("r-1")
+    assert meeting is not None
+    with running_mail_sink() as sink:
+        sink.data_reply = "451 4.3.0 Try again later"
+        smtp = SmtpDelivery(sink.host, sink.port, starttls=False)
+        reminders = CenterReminders(OutboxReminders(tmp_path), lambda center_id: smtp)
+        work = timed_work(invited, tmp_path, Published(), reminders)
+        day_before = meeting.start - timedelta(hours=24)
+
+        drive(invited, work, day_before, day_before + timedelta(minutes=30))  # 4 plannings
+        assert reminder_rows(engine) == [("REMIND-24h", "retrying", 4)]
+        sink.data_reply = None
+        drive(invited, work, day_before + timedelta(minutes=40), day_before + timedelta(hours=1))
+
+    assert reminder_rows(engine) == [("REMIND-24h", "delivered", 5)]
+    assert len(sink.received) == 1
+
+
+def test_a_reminder_the_mail_server_refuses_is_not_sent_again(
+        invited: World, engine: Engine, tmp_path: Path) -> None:
+    meeting = invited.ledger.meeting_for("r-1")
+    assert meeting is not None
+    with running_mail_sink() as sink:
+        sink.data_reply = "550 5.7.1 Relaying denied"
+        smtp = SmtpDelivery(sink.host, sink.port, starttls=False)
+        reminders = CenterReminders(OutboxReminders(tmp_path), lambda center_id: smtp)
+        work = timed_work(invited, tmp_path, Published(), reminders)
+        invited.now = meeting.start - timedelta(hours=24)
+        job = next(job for job in work.plan_reminders() if job.args[1] == "24h")
+
+        with pytest.raises(DeliveryFailed, match="550"):
+            work.send_reminder(*job.args)
+
+        assert [j for j in work.plan_reminders() if j.args == job.args] == []
+    assert reminder_rows(engine) == [("REMIND-24h", "failed", 1)]
+
+
+def test_centers_without_an_email_backend_keep_their_reminders_in_the_outbox(
+        invited: World, tmp_path: Path) -> None:
+    meeting = invited.ledger.meeting_for("r-1")
+    assert meeting is not None
+    outbox = OutboxReminders(tmp_path)
+    reminders = CenterReminders(outbox, lambda center_id: invited.delivery)  # the invite outbox
+    work = timed_work(invited, tmp_path, Published(), reminders)
+
+    drive(invited, work, meeting.start - timedelta(hours=25), meeting.start)
+
+    assert len(sent_reminders(tmp_path)) == 2
 
 
 def test_no_reminder_twice_across_a_restart(invited: World, tmp_path: Path) -> None:
