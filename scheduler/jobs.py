@@ -150,17 +150,15 @@ class TimedWork:
         email = build_reminder(meeting, request, center, kind, now=now)
         try:
             where = self.reminders.send(Reminder(meeting, request, center, kind, email))
-        except DeliveryFailed as exc:
-            settled = RETRYING if exc.transient else "failed"
-            self.records.settle(meeting.uid, revision, method, settled, now, str(exc)[:2000])
-            log.warning("reminder_not_sent", request_id=request_id, kind=kind,
-                        error=str(exc)[:500], then=settled)
-            if exc.transient:
-                return "retrying"
-            raise
         except Exception as exc:
-            self.records.settle(meeting.uid, revision, method, "failed", now, str(exc)[:2000])
-            raise
+            retry = isinstance(exc, DeliveryFailed) and exc.transient
+            self.records.settle(meeting.uid, revision, method, RETRYING if retry else "failed",
+                                now, str(exc)[:2000])
+            if not retry:
+                raise
+            log.warning("reminder_retrying", request_id=request_id, kind=kind,
+                        error=str(exc)[:500])
+            return "retrying"
         self.records.settle(meeting.uid, revision, method, "delivered", now, where)
         return "sent"
 

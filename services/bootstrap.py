@@ -140,7 +140,7 @@ class CenterDeliveries:
             built, earlier = dict(self._built), dict(self._earlier)
             for center in directory.centers:
                 known = built.get(center.id)
-                if known is None or not _same_delivery(known[0], center.delivery):
+                if known is None or known[0] != center.delivery:  # backend and settings
                     built[center.id] = (center.delivery, self._build(center))
                     if known is not None:
                         earlier[(center.id, known[1].name)] = known[1]
@@ -182,10 +182,6 @@ class CenterDeliveries:
         except ValueError as exc:
             raise DeliveryUnavailable(f"center {center.id}: {exc}") from exc
         raise DeliveryUnavailable(f"center {center.id}: no backend {center.delivery.backend!r}")
-
-
-def _same_delivery(one: Delivery, other: Delivery) -> bool:
-    return one.backend == other.backend and one.settings == other.settings
 
 
 def build_deliveries(directory: CenterDirectory, outbox_dir: Path,

@@ -31,7 +31,7 @@ from schemas.help_request import PreferredWindow, parse_help_request
 from services.kafka_config import KafkaSettings
 from services.timed_work import KafkaRecordPublisher, TimedWorkService
 from services.topics import TopicNames
-from tests.integration.delivery_servers import running_mail_sink
+from tests.integration.delivery_servers import MailSink, running_mail_sink
 from tests.integration.lifecycle_support import ORIGIN, World
 from tests.unit.conftest import help_request, make_directory
 
@@ -126,15 +126,20 @@ def invited(engine: Engine) -> World:
     return world
 
 
+def by_smtp(world: World, outbox: Path, sink: MailSink) -> TimedWork:
+    """Timed work whose reminders go by email through ``sink``."""
+    smtp = SmtpDelivery(sink.host, sink.port, starttls=False)
+    reminders = CenterReminders(OutboxReminders(outbox), lambda center_id: smtp)
+    return timed_work(world, outbox, Published(), reminders)
+
+
 def test_a_center_that_sends_email_sends_its_reminders_by_smtp(
         invited: World, engine: Engine, tmp_path: Path) -> None:
     meeting = invited.ledger.meeting_for("r-1")
     assert meeting is not None
     with running_mail_sink() as sink:
-        smtp = SmtpDelivery(sink.host, sink.port, starttls=False)
-        reminders = CenterReminders(OutboxReminders(tmp_path), lambda center_id: smtp)
-        work = timed_work(invited, tmp_path, Published(), reminders)
-        drive(invited, work, meeting.start - timedelta(hours=25), meeting.start)
+        drive(invited, by_smtp(invited, tmp_path, sink), meeting.start - timedelta(hours=25),
+              meeting.start)
 
     assert sent_reminders(tmp_path) == []  # nothing went to the outbox
     assert len(sink.received) == 2
@@ -171,9 +176,7 @@ def test_a_reminder_the_mail_server_defers_is_sent_at_a_later_planning(
     assert meeting is not None
     with running_mail_sink() as sink:
         sink.data_reply = "451 4.3.0 Try again later"
-        smtp = SmtpDelivery(sink.host, sink.port, starttls=False)
-        reminders = CenterReminders(OutboxReminders(tmp_path), lambda center_id: smtp)
-        work = timed_work(invited, tmp_path, Published(), reminders)
+        work = by_smtp(invited, tmp_path, sink)
         day_before = meeting.start - timedelta(hours=24)
 
         drive(invited, work, day_before, day_before + timedelta(minutes=30))  # 4 plannings
@@ -191,9 +194,7 @@ def test_a_reminder_the_mail_server_refuses_is_not_sent_again(
     assert meeting is not None
     with running_mail_sink() as sink:
         sink.data_reply = "550 5.7.1 Relaying denied"
-        smtp = SmtpDelivery(sink.host, sink.port, starttls=False)
-        reminders = CenterReminders(OutboxReminders(tmp_path), lambda center_id: smtp)
-        work = timed_work(invited, tmp_path, Published(), reminders)
+        work = by_smtp(invited, tmp_path, sink)
         invited.now = meeting.start - timedelta(hours=24)
         job = next(job for job in work.plan_reminders() if job.args[1] == "24h")
 
