@@ -59,6 +59,7 @@ class CalDavDelivery:
     """Puts invites into specialists' calendars on one CalDAV server, and reads their busy times."""
 
     name = "caldav"
+    tells_removed_attendees = False
 
     def __init__(self, url: str, username: str | None = None, password: str | None = None, *,
                  calendar_path_template: str = DEFAULT_CALENDAR_PATH, timeout: int = 30,

@@ -27,7 +27,12 @@ Span = tuple[datetime, datetime]
 
 @dataclass(frozen=True)
 class Invite:
-    """One iTIP message about one meeting: what every backend is given."""
+    """One iTIP message about one meeting: what every backend is given.
+
+    ``only_specialist``: the CANCEL that takes the meeting out of the calendar of the
+    specialist who held it, after it was handed over to another; it is addressed to them
+    alone, and is not the meeting's own state (which the REQUEST to the others carries).
+    """
 
     meeting: Meeting
     request: HelpRequest
@@ -36,6 +41,7 @@ class Invite:
     method: Method
     ics: bytes
     email: Message
+    only_specialist: bool = False
 
 
 def parsed_email(message: Message) -> EmailMessage:
@@ -72,9 +78,17 @@ class DeliveryFailed(RuntimeError):
 
 
 class InviteDelivery(Protocol):
-    """A delivery backend."""
+    """A delivery backend.
+
+    ``tells_removed_attendees``: True when the backend keeps the meeting in the organizer's
+    calendar and its server tells an attendee removed by an update (Exchange, through EWS or
+    Graph); False when a removed specialist must be sent a CANCEL of their own
+    (:attr:`Invite.only_specialist`), because the backend sends email or writes each
+    attendee's calendar.
+    """
 
     name: str
+    tells_removed_attendees: bool
 
     def send(self, invite: Invite) -> DeliveryReceipt:
         """Deliver idempotently; raise DeliveryFailed (transient or not) when it cannot."""

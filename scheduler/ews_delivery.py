@@ -107,6 +107,7 @@ class EwsDelivery:
     """Invites as meetings organized by ``organizer`` on an on-premises Exchange server."""
 
     name = "ews"
+    tells_removed_attendees = True
 
     def __init__(self, service_endpoint: str, username: str, password: str, *, organizer: str,
                  version: Build = EXCHANGE_2016, auth_type: str = NTLM) -> None:
@@ -140,6 +141,10 @@ class EwsDelivery:
 
     def send(self, invite: Invite) -> DeliveryReceipt:
         """Create, update or cancel the meeting; idempotent per (UID, SEQUENCE, METHOD)."""
+        if invite.only_specialist:
+            raise DeliveryFailed(self.name, "Exchange tells an attendee an update removed; a "
+                                 "CANCEL to the specialist alone does not go through it",
+                                 transient=False)
         if invite.center.mailbox.lower() != self.organizer.lower():
             raise DeliveryFailed(self.name, f"invite is organized by {invite.center.mailbox}, "
                                  f"this backend sends as {self.organizer}", transient=False)

@@ -84,6 +84,7 @@ class GraphDelivery:
     Calendars.ReadWrite); free/busy via getSchedule."""
 
     name = "graph"
+    tells_removed_attendees = True
 
     def __init__(self, tenant_id: str, client_id: str, client_secret: str, *, organizer: str,
                  base_url: str = GRAPH_URL, token_url: str | None = None,
@@ -119,6 +120,10 @@ class GraphDelivery:
 
     def send(self, invite: Invite) -> DeliveryReceipt:
         """Create, update or cancel the meeting's event; idempotent per (UID, SEQUENCE, METHOD)."""
+        if invite.only_specialist:
+            raise DeliveryFailed(self.name, "Exchange tells an attendee an update removed; a "
+                                 "CANCEL to the specialist alone does not go through it",
+                                 transient=False)
         if invite.center.mailbox.lower() != self.organizer.lower():
             raise DeliveryFailed(self.name, f"invite is organized by {invite.center.mailbox}, "
                                  f"this backend sends as {self.organizer}", transient=False)

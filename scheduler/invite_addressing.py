@@ -66,10 +66,21 @@ def address_message(message: EmailMessage, meeting: Meeting, request: HelpReques
     _set_addresses(message, "To", to)
 
 
+def invite_attendees(meeting: Meeting, request: HelpRequest, center: Center, *,
+                     only_specialist: bool = False) -> list[Person]:
+    """Who an invite is for: every attendee, or (``only_specialist``, the CANCEL to a
+    specialist whose meeting moved to another) the meeting's specialist alone."""
+    specialist = meeting_specialist(meeting, center)
+    if only_specialist:
+        return [Person(specialist.name, specialist.email, "specialist.email")]
+    return attendees(request, specialist)
+
+
 def address_headers(meeting: Meeting, request: HelpRequest, center: Center,
-                    policy: Compat32) -> tuple[str, str]:
-    """The From (the center's mailbox) and To (every attendee) values for a ``compat32``
-    message: ``Name <user@domain>, ...``, a name RFC 2047-encoded when it is not ASCII.
+                    policy: Compat32, *, only_specialist: bool = False) -> tuple[str, str]:
+    """The From (the center's mailbox) and To (every attendee, or the specialist alone: see
+    :func:`invite_attendees`) values for a ``compat32`` message: ``Name <user@domain>, ...``,
+    a name RFC 2047-encoded when it is not ASCII.
 
     A header whose fold by ``policy`` does not read back as exactly its addresses goes
     without display names (see :func:`_set_addresses`), so no name can change who receives
@@ -77,7 +88,8 @@ def address_headers(meeting: Meeting, request: HelpRequest, center: Center,
     """
     sender = [_address(center.name, center.mailbox, "center.mailbox")]
     to = [_address(who.name, who.email, who.field)
-          for who in attendees(request, meeting_specialist(meeting, center))]
+          for who in invite_attendees(meeting, request, center,
+                                      only_specialist=only_specialist)]
     return _legacy_header("From", sender, policy), _legacy_header("To", to, policy)
 
 
@@ -133,7 +145,8 @@ def _reads_back_legacy(name: str, value: str, addresses: list[Address],
 
 
 def message_id(uid: str, sequence: int, method: str, mailbox: str) -> str:
-    """The same message id for every resend of one (UID, SEQUENCE, METHOD)."""
+    """The same message id for every resend of one (UID, SEQUENCE, METHOD); ``method`` may
+    name a kind of message of its own (a reminder's, the CANCEL to a handed-over specialist)."""
     digest = hashlib.sha256(f"{uid}\n{sequence}\n{method}".encode()).hexdigest()[:32]
     return f"<{digest}@{valid_email(mailbox, 'center.mailbox').rpartition('@')[2]}>"
 

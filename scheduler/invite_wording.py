@@ -129,6 +129,30 @@ def invite_text(meeting: Meeting, request: HelpRequest, center: Center, *, metho
     )
 
 
+def handover_text(meeting: Meeting, request: HelpRequest, center: Center) -> InviteText:
+    """The words of the CANCEL a specialist gets when the meeting they held moves to another
+    specialist of the center: addressed to them, with the time the meeting had at the center."""
+    locale = babel_locale(meeting.language)
+    _ = Translator(meeting.language)
+    topic = topic_title(request.topic, _)
+    summary = _("Microsoft 365 FastTrack: %(topic)s", topic=topic)
+    organization = one_line(request.tenant.name)
+    intro = _("The Microsoft 365 FastTrack onboarding meeting (%(topic)s) for %(organization)s "
+              "has moved to another specialist and is no longer in your calendar.",
+              topic=topic, organization=organization)
+    facts = [_("FastTrack Center time: %(when)s", when=format_when(meeting, center.zone)),
+             _("Organization: %(name)s", name=organization),
+             _("Meeting reference: %(reference)s", reference=meeting.request_id)]
+    day = format_date(meeting.start.astimezone(center.zone).date(), "medium", locale=locale)
+    return InviteText(
+        greeting=_("Hello %(name)s,", name=one_line(meeting_specialist(meeting, center).name)),
+        summary=summary, subject=_("Reassigned: %(summary)s (%(date)s)", summary=summary,
+                                   date=day),
+        details=[[intro], facts], closing=[_("Kind regards,"), _("The FastTrack team")],
+        join_url=None,
+    )
+
+
 def format_when(meeting: Meeting, zone: ZoneInfo) -> str:
     """The meeting's date, times and zone name as seen in ``zone``, in the meeting's language."""
     return _when(meeting.start, meeting.end, zone, meeting.language)

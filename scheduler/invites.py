@@ -32,30 +32,32 @@ from icalendar import Calendar, Event, Timezone, vCalAddress
 
 from scheduler.directory import Center
 from scheduler.ical_lines import ical_bytes
-from scheduler.invite_addressing import (
-    address_headers,
-    attendees,
-    meeting_specialist,
-    message_id,
-)
+from scheduler.invite_addressing import address_headers, invite_attendees, message_id
 from scheduler.invite_values import InvalidInvite, header_text, mailto, one_line
-from scheduler.invite_wording import InviteText, Method, invite_text
+from scheduler.invite_wording import InviteText, Method, handover_text, invite_text
 from schemas.events import Meeting
 from schemas.help_request import HelpRequest
 
-__all__ = ["PRODID", "InvalidInvite", "Method", "build_imip_message", "build_invite"]
+__all__ = ["HANDOVER", "PRODID", "InvalidInvite", "Method", "build_imip_message",
+           "build_invite"]
 
 PRODID = "-//FastTrack//Scheduling Service//EN"
+#: The kind of the CANCEL a specialist gets when their meeting is handed over to another
+#: specialist (``only_specialist``): its Message-ID is its own, apart from any CANCEL to all.
+HANDOVER = "CANCEL-HANDOVER"
 
 
 def build_invite(meeting: Meeting, request: HelpRequest, center: Center, *, sequence: int,
-                 method: Method, now: datetime) -> bytes:
+                 method: Method, now: datetime, only_specialist: bool = False) -> bytes:
     """Render the iTIP ``REQUEST`` or ``CANCEL`` for a meeting as iCalendar bytes (CRLF, folded).
 
     ``sequence`` is the RFC 5545 SEQUENCE: 0 for the first invitation, higher for every change.
+    ``only_specialist``: the CANCEL that removes the meeting's specialist alone, when the
+    meeting was handed over to another specialist (RFC 5546 §3.2.5: the removed attendee is
+    sent a CANCEL with the update's SEQUENCE; the others get the REQUEST).
     """
-    _check(method, sequence, now)
-    text = invite_text(meeting, request, center, method=method, sequence=sequence)
+    _check(method, sequence, now, only_specialist)
+    text = _words(meeting, request, center, method, sequence, only_specialist)
     zone = center.zone
     event = Event()
     event.add("uid", meeting.uid)
@@ -69,7 +71,7 @@ def build_invite(meeting: Meeting, request: HelpRequest, center: Center, *, sequ
     event.add("transp", "OPAQUE")
     event.add("organizer", vCalAddress.new(mailto(center.mailbox, "center.mailbox"),
                                            cn=one_line(center.name)))
-    for who in attendees(request, meeting_specialist(meeting, center)):
+    for who in invite_attendees(meeting, request, center, only_specialist=only_specialist):
         event.add("attendee", vCalAddress.new(
             mailto(who.email, who.field), cn=one_line(who.name), cutype="INDIVIDUAL",
             role="REQ-PARTICIPANT", partstat="NEEDS-ACTION", rsvp=True))
@@ -85,15 +87,17 @@ def build_invite(meeting: Meeting, request: HelpRequest, center: Center, *, sequ
     ics = _to_ical_with_timezones(calendar, first_date=date(meeting.start.year, 1, 1),
                                   last_date=date(meeting.end.year + 1, 1, 1))
     if _PLAIN_UID.fullmatch(meeting.uid):
-        _remember(ics, _Rendered(method, meeting.uid, sequence, (meeting, request, center), text))
+        _remember(ics, _Rendered(method, meeting.uid, sequence, (meeting, request, center),
+                                 only_specialist, text))
     return ics
 
 
 def build_imip_message(ics: bytes, meeting: Meeting, request: HelpRequest, center: Center, *,
-                       method: Method, now: datetime) -> Message:
+                       method: Method, now: datetime, only_specialist: bool = False) -> Message:
     """Wrap invite bytes from :func:`build_invite` in an RFC 6047 iMIP email.
 
-    From the center's mailbox (the ORGANIZER) to every ATTENDEE: ``multipart/mixed`` holding
+    From the center's mailbox (the ORGANIZER) to every ATTENDEE (``only_specialist``: to the
+    specialist alone, as :func:`build_invite` was told): ``multipart/mixed`` holding
     ``multipart/alternative`` (text, HTML, ``text/calendar; method=...``) and the same bytes as
     the ``invite.ics`` attachment. The subject says "updated" when the invite's SEQUENCE is > 0.
 
@@ -109,12 +113,13 @@ def build_imip_message(ics: bytes, meeting: Meeting, request: HelpRequest, cente
     else:  # what the bytes say, known without parsing them again
         sequence = _checked_sequence((rendered.method, rendered.uid, rendered.sequence),
                                      meeting.uid, method)
-    _check(method, sequence, now)
-    if rendered is not None and rendered.inputs_are(meeting, request, center):
+    _check(method, sequence, now, only_specialist)
+    if rendered is not None and rendered.inputs_are(meeting, request, center, only_specialist):
         text = rendered.text  # the same (frozen) inputs, method and sequence: the same words
     else:
-        text = invite_text(meeting, request, center, method=method, sequence=sequence)
-    mid = message_id(meeting.uid, sequence, method, center.mailbox)
+        text = _words(meeting, request, center, method, sequence, only_specialist)
+    mid = message_id(meeting.uid, sequence, HANDOVER if only_specialist else method,
+                     center.mailbox)
     # Boundaries from the message id, so a resend is byte-identical. ``=_`` never occurs in
     # base64, which every part is, so any boundary starting with it is safe (RFC 2045 §6.7);
     # 16 hex digits keep each Content-Type within one line, written as is (see _WirePolicy).
@@ -131,7 +136,8 @@ def build_imip_message(ics: bytes, meeting: Meeting, request: HelpRequest, cente
     ], policy=_POLICY)
     message = MIMEMultipart("mixed", f"=_mixed_{token}", [alternative, attachment],
                             policy=_POLICY)
-    sender, recipients = address_headers(meeting, request, center, _POLICY)
+    sender, recipients = address_headers(meeting, request, center, _POLICY,
+                                         only_specialist=only_specialist)
     message["From"] = sender
     message["To"] = recipients
     message["Subject"] = header_text(text.subject)  # compat32 encodes it when not ASCII
@@ -139,6 +145,13 @@ def build_imip_message(ics: bytes, meeting: Meeting, request: HelpRequest, cente
     message["Message-ID"] = mid
     message["Content-Language"] = meeting.language
     return message
+
+
+def _words(meeting: Meeting, request: HelpRequest, center: Center, method: Method,
+           sequence: int, only_specialist: bool) -> InviteText:
+    if only_specialist:
+        return handover_text(meeting, request, center)
+    return invite_text(meeting, request, center, method=method, sequence=sequence)
 
 
 def _sequence_of(ics: bytes, uid: str, method: str) -> int:
@@ -172,13 +185,16 @@ class _Rendered:
     uid: str
     sequence: int
     inputs: tuple[Meeting, HelpRequest, Center]
+    only_specialist: bool
     text: InviteText
 
-    def inputs_are(self, meeting: Meeting, request: HelpRequest, center: Center) -> bool:
+    def inputs_are(self, meeting: Meeting, request: HelpRequest, center: Center,
+                   only_specialist: bool) -> bool:
         # Identity, not equality: the models are frozen, and the entry holds them, so an id
         # cannot be reused while it is remembered.
         held = self.inputs
-        return held[0] is meeting and held[1] is request and held[2] is center
+        return (held[0] is meeting and held[1] is request and held[2] is center
+                and self.only_specialist == only_specialist)
 
 
 _RENDERED_MAX = 64
@@ -300,9 +316,12 @@ def _text_part(body: str, subtype: str) -> MIMEText:
     return MIMEText(_LINE_END.sub("\r\n", body), subtype, "utf-8", policy=_POLICY)
 
 
-def _check(method: str, sequence: int, now: datetime) -> None:
+def _check(method: str, sequence: int, now: datetime, only_specialist: bool = False) -> None:
     if method not in ("REQUEST", "CANCEL"):
         raise InvalidInvite(f"method: {method!r} is not REQUEST or CANCEL")
+    if only_specialist and method != "CANCEL":
+        raise InvalidInvite(f"method: {method} cannot go to the specialist alone; only the "
+                            "CANCEL of a handed-over meeting does")
     if sequence < 0:
         raise InvalidInvite(f"sequence: {sequence} is negative")
     if now.tzinfo is None or now.utcoffset() is None:

@@ -18,16 +18,18 @@ import structlog
 from scheduler.delivery import DeliveryFailed
 from scheduler.directory import CenterDirectory
 from scheduler.directory_check import InvalidMeeting, invalid_meetings
+from scheduler.invites import HANDOVER
 from scheduler.ledger import BookingLedger
 from scheduler.lifecycle import (
     ChangeResult,
     Lifecycle,
+    backend_named,
     release_orphan,
     reschedule,
     resend,
     send_update,
 )
-from scheduler.lifecycle_records import REMINDER_PREFIX, RETRYING, LifecycleRecords
+from scheduler.lifecycle_records import MOVED_AWAY, REMINDER_PREFIX, RETRYING, LifecycleRecords
 from scheduler.reminders import (
     DEFAULT_OFFSETS,
     MAX_KIND_LENGTH,
@@ -317,8 +319,17 @@ class TimedWork:
     def _resend_stale_claims(self, now: datetime) -> int:
         resent = 0
         for claim in self.records.stale_claims(now - self.policy.stale_after):
-            latest = self.lifecycle.changes.latest(claim.request_id)
             request = self.records.request(claim.request_id)
+            if claim.method in (HANDOVER, MOVED_AWAY):  # the revision a move left behind
+                left = self.records.meeting_revision(claim.request_id, claim.sequence)
+                if left is None or request is None:
+                    continue
+                resend(self.lifecycle, left, request, "CANCEL", claim.sequence,
+                       backend_named(self.lifecycle, left.center_id, claim.backend), now,
+                       recorded_as=claim.method)
+                resent += 1
+                continue
+            latest = self.lifecycle.changes.latest(claim.request_id)
             if latest is None or request is None:
                 continue
             meeting, active = latest

@@ -6,6 +6,12 @@ backend that delivered the invite. ``reschedule`` routes the request again with 
 window, books under the same policy while the old slot counts as free, swaps the two meetings
 in one transaction (revision + 1, same UID) and sends METHOD:REQUEST with SEQUENCE = revision - 1.
 
+A moved meeting's previous place is told when the REQUEST does not tell it (:func:`send_update`,
+for the waitlist's moves too): a specialist it was handed over to another specialist from gets a
+CANCEL of their own (RFC 5546 §3.2.5), unless the backend is Exchange's, which tells an attendee
+an update removed; a meeting that leaves an Exchange organizer's calendar (another center's,
+another backend's) is cancelled there.
+
 Both are idempotent. Of two changes based on the same revision exactly one wins; the other gets
 ``conflict`` (or ``already_cancelled`` when both were cancels). Every message is claimed in the
 delivery record before it is sent, so a repeated call never sends it twice.
@@ -19,17 +25,23 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import structlog
+
 from scheduler.booking import JoinUrl, book, no_join_url
 from scheduler.delivery import Invite, InviteDelivery, Method
 from scheduler.directory import CenterDirectory
-from scheduler.invites import build_imip_message, build_invite
+from scheduler.invite_addressing import meeting_specialist
+from scheduler.invite_values import InvalidInvite
+from scheduler.invites import HANDOVER, build_imip_message, build_invite
 from scheduler.ledger import BookingLedger, Span
-from scheduler.lifecycle_records import LifecycleRecords
+from scheduler.lifecycle_records import MOVED_AWAY, LifecycleRecords
 from scheduler.meeting_changes import MeetingChanged, MeetingChanges, next_revision
 from scheduler.request_store import RequestState, RequestStore, UnknownRequest
 from schemas.commands import CommandKind, RequestCommand
 from schemas.events import Meeting, RoutingDecision, utc_z
 from schemas.help_request import HelpRequest, PreferredWindow
+
+log = structlog.get_logger("fasttrack.lifecycle")
 
 Router = Callable[[HelpRequest, CenterDirectory, datetime], RoutingDecision]
 
@@ -155,20 +167,87 @@ def reschedule(request_id: str, window: PreferredWindow, lc: Lifecycle, now: dat
     if command_id is not None:
         detail["command_id"] = command_id
     lc.store.advance(request_id, RequestState.INVITED, now, detail, moved.center_id)
-    _deliver(lc, moved, request, "REQUEST", sequence, lc.deliveries(moved.center_id), now)
+    _announce_move(current, moved, request, lc, now)
     return ChangeOutcome(ChangeResult.RESCHEDULED, request_id,
                          f"moved to {utc_z(moved.start)}", moved, sequence,
                          [str(r) for r in outcome.reasons])
 
 
 def send_update(meeting: Meeting, lc: Lifecycle, now: datetime) -> bool:
-    """Send the REQUEST of an active meeting's revision if it was never sent (reconciliation
-    after a crash between a move and its update); True if it was sent now."""
+    """Send the REQUEST of a moved meeting's revision if it was never sent, and tell the
+    previous place what the REQUEST does not (for the waitlist's moves, and reconciliation
+    after a crash between a move and its update); True if the REQUEST was sent now."""
     request = lc.records.request(meeting.request_id)
     if request is None:
         return False
-    return _deliver(lc, meeting, request, "REQUEST", meeting.revision - 1,
-                    lc.deliveries(meeting.center_id), now)
+    previous = lc.records.meeting_revision(meeting.request_id, meeting.revision - 1)
+    if previous is None:
+        return _deliver(lc, meeting, request, "REQUEST", meeting.revision - 1,
+                        lc.deliveries(meeting.center_id), now)
+    return _announce_move(previous, meeting, request, lc, now)
+
+
+def _announce_move(previous: Meeting, moved: Meeting, request: HelpRequest, lc: Lifecycle,
+                   now: datetime) -> bool:
+    """The REQUEST of ``moved`` to its attendees, and the CANCEL its previous place needs
+    (claimed first, sent after the REQUEST even when that fails); True if the REQUEST was
+    sent now. A CANCEL that fails is logged, not raised: the move stands, and the claim,
+    settled ``failed``, is sent again by reconciliation."""
+    told = _claim_moved_away(previous, moved, lc, now)
+    try:
+        return _deliver(lc, moved, request, "REQUEST", moved.revision - 1,
+                        lc.deliveries(moved.center_id), now)
+    finally:
+        if told is not None:
+            recorded_as, backend = told
+            try:
+                resend(lc, previous, request, "CANCEL", previous.revision, backend, now,
+                       recorded_as=recorded_as)
+            except Exception as exc:
+                log.warning("move_untold", request_id=previous.request_id, uid=previous.uid,
+                            revision=previous.revision, message=recorded_as,
+                            backend=backend.name, error=str(exc)[:500])
+
+
+def _claim_moved_away(previous: Meeting, moved: Meeting, lc: Lifecycle,
+                      now: datetime) -> tuple[str, InviteDelivery] | None:
+    """Claim the CANCEL that tells ``previous``'s place of the move, if it needs one: (how it
+    is recorded, the backend that delivered the previous invite). None when that place never
+    got an invite, the REQUEST tells it, or the message was claimed before."""
+    invites = [s for s in lc.records.sent(previous.uid)
+               if s.method == "REQUEST" and s.sequence < moved.revision - 1]
+    if not invites:
+        return None
+    try:
+        before = backend_named(lc, previous.center_id, invites[-1].backend)
+        directory = lc.directory()
+        left, joined = directory.center(previous.center_id), directory.center(moved.center_id)
+        if before.tells_removed_attendees:
+            same_calendar = (before.name == lc.deliveries(moved.center_id).name
+                             and left.mailbox.lower() == joined.mailbox.lower())
+            recorded_as = None if same_calendar else MOVED_AWAY
+        else:
+            handed_over = (meeting_specialist(previous, left).email.lower()
+                           != meeting_specialist(moved, joined).email.lower())
+            recorded_as = HANDOVER if handed_over else None
+    except (LookupError, InvalidInvite) as exc:  # the center or specialist left the directory
+        log.warning("move_untold", request_id=previous.request_id, uid=previous.uid,
+                    revision=previous.revision, error=str(exc))
+        return None
+    if recorded_as is None or not lc.records.claim(previous.uid, previous.request_id,
+                                                   previous.revision, recorded_as, before.name,
+                                                   now):
+        return None
+    return recorded_as, before
+
+
+def backend_named(lc: Lifecycle, center_id: str, name: str) -> InviteDelivery:
+    """The center's backend called ``name``: its current one, or the one it had before the
+    directory gave it another kind (the current one when this process never had that)."""
+    backend = lc.deliveries(center_id)
+    if backend.name != name:
+        backend = lc.earlier_backend(center_id, name) or backend
+    return backend
 
 
 def release_orphan(meeting: Meeting, lc: Lifecycle, now: datetime) -> ChangeOutcome:
@@ -205,9 +284,8 @@ def _send_cancel(request_id: str, lc: Lifecycle, now: datetime,
     request = lc.records.request(request_id)
     if request is None:
         raise UnknownRequest(request_id)
-    backend = lc.deliveries(meeting.center_id)
-    if backend.name != invites[-1].backend:  # the center's backend changed since it invited
-        backend = lc.earlier_backend(meeting.center_id, invites[-1].backend) or backend
+    # The backend that invited, also when the center's backend changed since.
+    backend = backend_named(lc, meeting.center_id, invites[-1].backend)
     sent_now = _deliver(lc, meeting, request, "CANCEL", sequence, backend, now)
     return ChangeOutcome(result, request_id, "cancelled" if sent_now else
                          "cancelled; the cancellation had already been sent", meeting, sequence)
@@ -224,17 +302,24 @@ def _deliver(lc: Lifecycle, meeting: Meeting, request: HelpRequest, method: Meth
 
 
 def resend(lc: Lifecycle, meeting: Meeting, request: HelpRequest, method: Method,
-           sequence: int, backend: InviteDelivery, now: datetime) -> None:
-    """Render and send a claimed message and record the outcome (also for retries)."""
+           sequence: int, backend: InviteDelivery, now: datetime, *,
+           recorded_as: str | None = None) -> None:
+    """Render and send a claimed message and record the outcome (also for retries).
+    ``recorded_as``: the claim's method when it is not ``method`` (:data:`HANDOVER`, the
+    CANCEL to the specialist alone; :data:`MOVED_AWAY`)."""
+    kind = recorded_as or method
+    alone = kind == HANDOVER
     center = lc.directory().center(meeting.center_id)
-    ics = build_invite(meeting, request, center, sequence=sequence, method=method, now=now)
-    email = build_imip_message(ics, meeting, request, center, method=method, now=now)
+    ics = build_invite(meeting, request, center, sequence=sequence, method=method, now=now,
+                       only_specialist=alone)
+    email = build_imip_message(ics, meeting, request, center, method=method, now=now,
+                               only_specialist=alone)
     try:
-        backend.send(Invite(meeting, request, center, sequence, method, ics, email))
+        backend.send(Invite(meeting, request, center, sequence, method, ics, email, alone))
     except Exception as exc:
-        lc.records.settle(meeting.uid, sequence, method, "failed", now, str(exc)[:2000])
+        lc.records.settle(meeting.uid, sequence, kind, "failed", now, str(exc)[:2000])
         raise
-    lc.records.settle(meeting.uid, sequence, method, "delivered", now)
+    lc.records.settle(meeting.uid, sequence, kind, "delivered", now)
 
 
 def _status(lc: Lifecycle, request_id: str) -> Any:

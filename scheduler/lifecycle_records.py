@@ -17,11 +17,17 @@ from sqlalchemy import Engine, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from scheduler.db import invite_deliveries, meetings, read_connection, requests
+from scheduler.invites import HANDOVER
 from scheduler.meeting_changes import meeting_from_row
 from schemas.events import Meeting
 from schemas.help_request import HelpRequest, parse_help_request
 
 REMINDER_PREFIX = "REMIND-"
+#: A moved meeting's CANCEL in the calendar of the organizer that held it before (another
+#: center's, or another backend's), recorded with the SEQUENCE of the move's REQUEST (the
+#: revision it cancels). The CANCEL to a handed-over specialist alone is recorded as
+#: :data:`scheduler.invites.HANDOVER`, the same way.
+MOVED_AWAY = "CANCEL-MOVED"
 #: A reminder's claim settled after a transient failure: the next planning sends it again.
 RETRYING = "retrying"
 MEETING_PAGE = 1000  # meetings read per page when walking a span of time
@@ -106,11 +112,12 @@ class LifecycleRecords:
                          .values(status=status, detail=detail, at=now))
 
     def stale_claims(self, older_than: datetime, limit: int = 100) -> list[SentMessage]:
-        """Claims still ``sending`` or ``failed`` since before ``older_than`` (not reminders)."""
+        """Claims still ``sending`` or ``failed`` since before ``older_than``: invites, cancels
+        and what a move tells the meeting's previous place (not reminders)."""
         c = invite_deliveries.c
         query = (select(c.uid, c.request_id, c.sequence, c.method, c.backend, c.status, c.at)
                  .where(c.status.in_(["sending", "failed"]), c.at < older_than,
-                        c.method.in_(["REQUEST", "CANCEL"]))
+                        c.method.in_(["REQUEST", "CANCEL", HANDOVER, MOVED_AWAY]))
                  .order_by(c.at).limit(limit))
         with read_connection(self._engine) as conn:
             return [SentMessage(*row) for row in conn.execute(query)]
@@ -172,6 +179,15 @@ class LifecycleRecords:
             if len(page) < page_size:
                 return
             after = (page[-1].start, page[-1].request_id)
+
+    def meeting_revision(self, request_id: str, revision: int) -> Meeting | None:
+        """The request's meeting at ``revision``, active or not (None if it never had one)."""
+        query = (select(meetings)
+                 .where(meetings.c.request_id == request_id, meetings.c.revision == revision)
+                 .order_by(meetings.c.id.desc()).limit(1))
+        with read_connection(self._engine) as conn:
+            row = conn.execute(query).first()
+        return None if row is None else meeting_from_row(row)
 
     def orphaned_meetings(self, limit: int = 100) -> list[Meeting]:
         """Active meetings of requests that ended without them (cancelled, escalated, ...)."""

@@ -1,5 +1,9 @@
 """The file outbox, the default invite delivery (DESIGN §11): ``<uid>.ics`` and ``<uid>.eml``.
 
+The CANCEL to a specialist whose meeting was handed over to another (``Invite.only_specialist``)
+is not the meeting's state, so it does not replace ``<uid>.ics``: it goes to
+``handovers/<uid>-s<SEQUENCE>.ics`` and ``.eml``, written the same way.
+
 Each file is written atomically: a temporary file in the same directory, fsync, ``os.replace``.
 The ``.eml`` is replaced first and the ``.ics`` last, so the ``.ics`` is the record of what was
 delivered: its SEQUENCE and METHOD decide whether a later delivery replaces it. The same (UID,
@@ -52,9 +56,13 @@ class OutboxDelivery:
     """Delivers invites as files under ``directory`` (created on first delivery)."""
 
     name = "outbox"
+    tells_removed_attendees = False
 
     def send(self, invite: Invite) -> DeliveryReceipt:
-        """The delivery port: write the invite's ``.eml`` and ``.ics`` (see :meth:`deliver`)."""
+        """The delivery port: write the invite's ``.eml`` and ``.ics`` (see :meth:`deliver`);
+        a handover's under ``handovers/``."""
+        if invite.only_specialist:
+            return DeliveryReceipt(location=str(self._hand_over(invite)))
         path = self.deliver(invite.ics, invite.email, invite.meeting.uid, invite.sequence,
                             invite.method)
         return DeliveryReceipt(location=str(path))
@@ -75,6 +83,12 @@ class OutboxDelivery:
         results: list[DeliveryReceipt | Exception] = []
         valid: list[int] = []
         for index, invite in enumerate(invites):
+            if invite.only_specialist:  # not the meeting's state: its own files, at once
+                try:
+                    results.append(self.send(invite))
+                except Exception as exc:
+                    results.append(exc)
+                continue
             try:
                 _check(invite.meeting.uid, invite.method)
             except Exception as exc:  # UnsafeUid, an unknown method
@@ -117,6 +131,18 @@ class OutboxDelivery:
             if self._write_if_later(ics, message, uid, sequence, method):
                 fsync_directory(self.directory)
         return self._ics_path(uid)
+
+    def _hand_over(self, invite: Invite) -> Path:
+        """Write a handover CANCEL's ``.eml`` then ``.ics``; the same message again writes
+        the same bytes."""
+        _check(invite.meeting.uid, invite.method)
+        folder = self.directory / "handovers"
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{invite.meeting.uid}-s{invite.sequence}"
+        replace_file(folder / f"{stem}.eml", invite.email.as_bytes())
+        replace_file(folder / f"{stem}.ics", invite.ics)
+        fsync_directory(folder)
+        return folder / f"{stem}.ics"
 
     def _ics_path(self, uid: str) -> Path:
         return self.directory / f"{uid}.ics"

@@ -49,6 +49,7 @@ class SmtpDelivery:
     """Sends each invite's iMIP email through one SMTP server (submission or relay)."""
 
     name = "smtp"
+    tells_removed_attendees = False
 
     def __init__(self, host: str, port: int | None = None, *, starttls: StartTls = "auto",
                  use_tls: bool = False, username: str | None = None,

@@ -56,6 +56,7 @@ class RecordingDelivery:
     """A delivery backend that keeps every invite it is given."""
 
     name: str = "recording"
+    tells_removed_attendees: bool = False
     invites: list[Invite] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -8,6 +8,7 @@ SOAP faults). The tests assert on the SOAP bodies that were sent.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -470,3 +471,15 @@ def test_from_settings_names_what_is_wrong(settings: dict[str, str], env: dict[s
                                            message: str) -> None:
     with pytest.raises(EwsSettingsInvalid, match=message):
         EwsDelivery.from_settings(settings, env, organizer=ORGANIZER)
+
+
+def test_a_cancel_for_the_specialist_alone_is_refused_exchange_tells_them_itself(
+        exchange: FakeExchange, delivery: EwsDelivery) -> None:
+    assert delivery.tells_removed_attendees
+    alone = dataclasses.replace(make_invite(1, "CANCEL"), only_specialist=True)
+
+    with pytest.raises(DeliveryFailed) as refused:
+        delivery.send(alone)
+
+    assert not refused.value.transient
+    assert exchange.sent == []

@@ -7,6 +7,7 @@ error bodies) and records every request, so the tests assert on what was sent.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
@@ -531,3 +532,15 @@ def test_from_settings_names_what_is_missing(settings: dict[str, str], env: dict
     with pytest.raises(GraphSettingsInvalid, match=message):
         GraphDelivery.from_settings(settings, env, organizer=ORGANIZER)
 
+
+
+def test_a_cancel_for_the_specialist_alone_is_refused_exchange_tells_them_itself(
+        graph: FakeGraph, delivery: GraphDelivery) -> None:
+    assert delivery.tells_removed_attendees
+    alone = dataclasses.replace(make_invite(1, "CANCEL"), only_specialist=True)
+
+    with pytest.raises(DeliveryFailed) as refused:
+        delivery.send(alone)
+
+    assert not refused.value.transient
+    assert graph.requests == []

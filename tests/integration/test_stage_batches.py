@@ -266,6 +266,7 @@ class FlakyBatchDelivery:
 
     fail_uid: str
     name: str = "flaky"
+    tells_removed_attendees: bool = False
     sent: list[str] = field(default_factory=list)
     failed: bool = False
 

@@ -20,6 +20,7 @@ class FakeBackend:
 
     failures: list[Exception] = field(default_factory=list)
     name: str = "fake"
+    tells_removed_attendees: bool = False
     calls: int = 0
 
     def send(self, invite: Invite) -> DeliveryReceipt:

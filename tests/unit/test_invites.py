@@ -864,6 +864,42 @@ def test_an_unsupported_language_is_refused() -> None:
                      method="REQUEST", now=NOW)
 
 
+# -- the CANCEL to a handed-over specialist --------------------------------------------------------
+
+
+@pytest.mark.parametrize("language", SUPPORTED_LANGUAGES)
+def test_a_handover_cancel_is_for_the_specialist_alone_in_their_words(language: str) -> None:
+    center = make_center()
+    meeting = make_meeting(center, language=language)
+    request = make_request(language, partner=True)
+    ics = build_invite(meeting, request, center, sequence=1, method="CANCEL", now=NOW,
+                       only_specialist=True)
+    message = build_imip_message(ics, meeting, request, center, method="CANCEL", now=NOW,
+                                 only_specialist=True)
+    everyone = build_imip_message(
+        build_invite(meeting, request, center, sequence=1, method="CANCEL", now=NOW),
+        meeting, request, center, method="CANCEL", now=NOW)
+
+    (event,) = Calendar.from_ical(ics).events
+    specialist = center.specialists[0]
+    assert [str(a) for a in [event["ATTENDEE"]]] == [f"mailto:{specialist.email}"]
+    assert (event["STATUS"], event.sequence) == ("CANCELLED", 1)
+    read = parsed_email(message)
+    assert [a.addr_spec for a in read["To"].addresses] == [specialist.email]
+    assert read["Message-ID"] != everyone["Message-ID"]  # not the CANCEL to everyone
+    body = read.get_body(preferencelist=("plain",)).get_content()
+    greeting = invite_wording.Translator(language)("Hello %(name)s,", name=specialist.name)
+    assert body.startswith(greeting) and "req-0001" in body
+    assert request.requester.name not in body
+
+
+def test_only_a_cancel_goes_to_the_specialist_alone() -> None:
+    center = make_center()
+    with pytest.raises(InvalidInvite, match="method: REQUEST cannot go to the specialist alone"):
+        build_invite(make_meeting(center), make_request(), center, sequence=1,
+                     method="REQUEST", now=NOW, only_specialist=True)
+
+
 # -- catalogs -------------------------------------------------------------------------------------
 
 
