@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     samples.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     bench = _command(commands, "bench", cmd_bench,
                      "measure the pipeline against the broker's own limit: plumbing baseline, "
-                     "max sustained rate, latency at 50%, stage breakdown (--core-only: the core)")
+                     "max sustained rate, latency at 50%%, stage breakdown (--core-only: the core)")
     bench.add_argument("--requests", type=int, default=1000, metavar="N",
                        help="requests per pipeline phase (default 1000)")
     bench.add_argument("--workers", type=int, default=2, metavar="N",
