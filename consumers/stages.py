@@ -454,6 +454,9 @@ def _parse_submission(value: bytes) -> tuple[dict[str, Any], HelpRequest]:
         return body, parse_help_request(body)
     except (ValueError, InvalidMessage) as exc:
         raise Unprocessable(f"not a valid HelpRequest v1: {exc}", marks_request=False) from exc
+    except Exception as exc:  # a check that fails on input it did not expect: still this record's
+        raise Unprocessable(f"not a valid HelpRequest v1 ({type(exc).__name__}: {exc})",
+                            marks_request=False) from exc
 
 
 def _routed(request: HelpRequest, decision: RoutingDecision) -> Emit:

@@ -19,8 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from scheduler.db import invite_deliveries, meetings, read_connection, requests
 from scheduler.invites import HANDOVER
 from scheduler.meeting_changes import meeting_from_row
+from schemas.errors import parse_message
 from schemas.events import Meeting
-from schemas.help_request import HelpRequest, parse_help_request
+from schemas.help_request import HelpRequest
 
 REMINDER_PREFIX = "REMIND-"
 #: A moved meeting's CANCEL in the calendar of the organizer that held it before (another
@@ -62,7 +63,8 @@ class LifecycleRecords:
     def request(self, request_id: str) -> HelpRequest | None:
         """The stored HelpRequest as it was received."""
         body = self.body(request_id)
-        return None if body is None else parse_help_request(body)
+        # Checked as received at intake; read with the model, as stored then.
+        return None if body is None else parse_message(body, HelpRequest)
 
     def body(self, request_id: str) -> dict[str, object] | None:
         """The stored request body (the JSON object as received)."""

@@ -39,17 +39,24 @@ class InvalidMessage(ValueError):
 _Model = TypeVar("_Model", bound="BaseModel")
 
 
-def parse_message(raw: bytes | str | dict[str, Any], model: type[_Model]) -> _Model:
-    """Decode JSON (bytes, text or an already-decoded object) into ``model``; raise
-    :class:`InvalidMessage` naming each bad field."""
-    from pydantic import ValidationError
-
+def json_object(raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
+    """Decode JSON (bytes, text or an already-decoded object) that must be an object; raise
+    :class:`InvalidMessage` when it is not."""
     try:
         data = json.loads(raw) if isinstance(raw, bytes | str) else raw
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidMessage([FieldError("", f"not valid UTF-8 JSON: {exc}")]) from exc
     if not isinstance(data, dict):
         raise InvalidMessage([FieldError("", "must be a JSON object")])
+    return data
+
+
+def parse_message(raw: bytes | str | dict[str, Any], model: type[_Model]) -> _Model:
+    """Decode JSON (bytes, text or an already-decoded object) into ``model``; raise
+    :class:`InvalidMessage` naming each bad field."""
+    from pydantic import ValidationError
+
+    data = json_object(raw)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.errors import FieldError, InvalidMessage, parse_message
+from schemas.errors import FieldError, InvalidMessage, json_object, parse_message
 
 RFC3339_PATTERN = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
@@ -43,7 +43,7 @@ def _rfc3339_string(value: Any) -> Any:
 
 
 def _country(value: Any) -> Any:
-    if value not in COUNTRY_CODES:
+    if not isinstance(value, str) or value not in COUNTRY_CODES:  # a list is not hashable
         raise ValueError("must be an ISO 3166-1 alpha-2 country code, e.g. TW")
     return value
 
@@ -156,9 +156,40 @@ def semantic_errors(request: HelpRequest) -> list[FieldError]:
 
 
 def parse_help_request(raw: bytes | str | dict[str, Any]) -> HelpRequest:
-    """Decode and validate one HelpRequest v1; :class:`InvalidMessage` names each bad field."""
-    request = parse_message(raw, HelpRequest)
-    errors = semantic_errors(request)
+    """Decode and validate one HelpRequest v1 as received; :class:`InvalidMessage` names each
+    bad field.
+
+    Stricter than the model, as the published schema is: an optional field is left out, never
+    ``null`` (the model takes ``None``, which the service's own events carry), and the partner
+    rule names ``partner``.
+    """
+    data = json_object(raw)
+    nulls = [FieldError(path, "must not be null: leave the field out")
+             for path in _null_paths(data)]
+    try:
+        request = parse_message(data, HelpRequest)
+    except InvalidMessage as exc:
+        named = [_partner_named(e) for e in exc.errors]
+        fields = {e.field for e in named}
+        raise InvalidMessage(named + [e for e in nulls if e.field not in fields]) from exc
+    errors = nulls + semantic_errors(request)
     if errors:
         raise InvalidMessage(errors)
     return request
+
+
+def _null_paths(data: dict[str, Any], prefix: str = "") -> list[str]:
+    paths = []
+    for key, value in data.items():
+        if value is None:
+            paths.append(f"{prefix}{key}")
+        elif isinstance(value, dict):
+            paths.extend(_null_paths(value, f"{prefix}{key}."))
+    return paths
+
+
+def _partner_named(error: FieldError) -> FieldError:
+    """The partner rule is checked on the whole request: name the field it is about."""
+    if not error.field and error.message.startswith("partner "):
+        return FieldError("partner", error.message)
+    return error

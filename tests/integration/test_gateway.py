@@ -275,7 +275,7 @@ async def test_a_failed_publish_is_a_503_and_a_retry_publishes(
                                         "language": "en", "timezone": "Mars/Olympus"}),
                  ["requester.timezone"], id="unknown-zone"),
     pytest.param(portal_body(partner={"id": "p", "name": "P", "email": "p@example.com"}),
-                 [""], id="partner-without-source-partner"),
+                 ["partner"], id="partner-without-source-partner"),
     pytest.param([portal_body()], [""], id="not-an-object"),
 ])
 async def test_an_invalid_body_is_a_422_naming_each_field(gateway: Gateway, body: Any,

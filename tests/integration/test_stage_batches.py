@@ -175,6 +175,26 @@ def test_what_is_not_new_is_set_aside_and_answered_as_before(engine: Engine,
     assert status is not None and status.status is RequestState.ROUTED
 
 
+def test_a_record_the_checks_did_not_expect_is_refused_alone(engine: Engine,
+                                                             tmp_path: Path) -> None:
+    line = Line(engine, tmp_path / "outbox")
+    good, other = mix(2)
+    line.submission.handle(good, Origin("t", 0, 0))
+    body = json.loads(good)
+    odd = json.dumps({**body, "tenant": {**body["tenant"], "country": ["TW"]}}).encode()
+    line.one_by_one["submission"] = 0
+
+    outcomes = line.submission.handle_batch([(odd, Origin("t", 0, 1)),
+                                             (other, Origin("t", 0, 2))])
+
+    refused, routed_other = outcomes
+    assert isinstance(refused, Unprocessable) and "tenant.country" in str(refused)
+    assert not refused.marks_request  # the good request with that id is not touched
+    assert [e.topic for e in _emits(routed_other)] == ["requests_routed"]
+    status = line.store.status(body["request_id"])
+    assert status is not None and status.status is RequestState.ROUTED
+
+
 def test_a_failing_batch_transaction_is_retried_one_record_at_a_time(
         engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     line = Line(engine, tmp_path / "outbox")

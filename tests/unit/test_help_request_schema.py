@@ -97,6 +97,16 @@ CASES = [
     pytest.param(variant(partner={"id": "p", "name": "n"}, source="partner"), False,
                  id="partner-email-missing"),
     pytest.param(variant(requester=...), False, id="requester-missing"),
+    pytest.param(variant(tenant__country=["TW"]), False, id="country-a-list"),
+    pytest.param(variant(tenant__country={}), False, id="country-an-object"),
+    pytest.param(variant(partner=None), False, id="null-partner"),
+    pytest.param(variant(tenant__region=None), False, id="null-region"),
+    pytest.param(variant(requester__timezone=None), False, id="null-timezone"),
+    pytest.param(variant(notes=None), False, id="null-notes"),
+    pytest.param(variant(preferred_window=None), False, id="null-window"),
+    pytest.param(variant(preferred_window={"earliest": None,
+                                           "latest": "2026-11-28T10:00:00Z"}), False,
+                 id="null-earliest"),
 ]
 
 
@@ -124,6 +134,15 @@ def test_country_enum_is_the_iso_3166_table() -> None:
     ("message", "field"),
     [
         pytest.param(variant(tenant__country="ZZ"), "tenant.country", id="country"),
+        pytest.param(variant(tenant__country=["TW"]), "tenant.country", id="country-a-list"),
+        pytest.param(variant(notes=None), "notes", id="null-notes"),
+        pytest.param(variant(preferred_window={"earliest": None,
+                                               "latest": "2026-11-28T10:00:00Z"}),
+                     "preferred_window.earliest", id="null-earliest"),
+        pytest.param(variant(topic="licensing", tenant__region=None), "tenant.region",
+                     id="null-beside-another-error"),
+        pytest.param(variant(source="partner"), "partner", id="partner-required"),
+        pytest.param(variant(partner=PARTNER), "partner", id="partner-forbidden"),
         pytest.param(variant(requester__email="x"), "requester.email", id="email"),
         pytest.param(variant(extra=1), "extra", id="unknown"),
         pytest.param(variant(requester__timezone="Mars/Olympus"), "requester.timezone", id="zone"),
