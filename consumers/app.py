@@ -164,23 +164,39 @@ class _Runner:
         request_id = getattr(error, "request_id", None) or request_id_of(value, origin)
         log.error("dead_lettered", topic=origin.topic, partition=origin.partition,
                   offset=origin.offset, request_id=request_id, error=type(error).__name__)
-        await in_stage_thread(self._record, emit, value, origin, error, attempts, request_id)
+        try:
+            await in_stage_thread(self._record, emit, value, origin, error, attempts,
+                                  request_id)
+        except Exception as exc:
+            # The dead-letter topic still gets the record (returned below), and the batch's
+            # other records still run: an agent body that raises has its batch acked anyway.
+            log.error("deadletter_unrecorded", topic=origin.topic, partition=origin.partition,
+                      offset=origin.offset, request_id=request_id,
+                      error=f"{type(exc).__name__}: {exc}"[:500])
         return [emit]
 
     def _record(self, emit: Emit, value: bytes, origin: Origin, error: BaseException,
                 attempts: int, request_id: str | None) -> None:
         now = self.clock()
+        request_id = _text(request_id) if request_id is not None else None
         self.store.record_deadletter(
             request_id=request_id, origin_topic=origin.topic, origin_partition=origin.partition,
             origin_offset=origin.offset, error_class=type(error).__name__,
-            message=str(error)[:2000], payload=value, attempts=attempts, now=now, key=origin.key,
-            headers={k: v.decode("utf-8", "replace") for k, v in emit.headers.items()},
+            message=_text(str(error)[:2000]), payload=value, attempts=attempts, now=now,
+            key=origin.key,
+            headers={k: _text(v.decode("utf-8", "replace")) for k, v in emit.headers.items()},
         )
         if request_id is not None and getattr(error, "marks_request", True):
             # UnknownRequest: never accepted, so the dead letter is the only record.
             with contextlib.suppress(UnknownRequest):
                 self.store.advance(request_id, RequestState.DEADLETTERED, now,
                                    {"error": type(error).__name__, "topic": origin.topic})
+
+
+def _text(value: str) -> str:
+    """``value`` as any database's text column takes it: PostgreSQL refuses NUL, which a
+    record's key or its error can hold."""
+    return value.replace("\x00", "\ufffd")
 
 
 def _origin(event: faust.EventT) -> Origin:

@@ -99,3 +99,23 @@ def test_a_batch_path_that_raises_loses_nothing(monkeypatch: Any) -> None:
     assert [v for _, v in out.sent] == [b"a", b"c"]  # each retried alone, in order
     assert [v for _, v in dead.sent] == [b"bad"]
     assert stage.handled == [b"a", b"c"]
+
+
+@dataclass
+class BrokenStore(Store):
+    """A database that cannot take the dead letter (down, or refusing its text)."""
+
+    def record_deadletter(self, **letter: Any) -> int:
+        raise OSError("database unavailable")
+
+
+def test_a_dead_letter_the_database_cannot_take_still_reaches_the_topic() -> None:
+    out, dead, store = Topic(), Topic(), BrokenStore()
+    runner = _Runner({"out": out, "requests_deadletter": dead}, store,  # type: ignore[arg-type]
+                     lambda: datetime(2026, 11, 23, tzinfo=UTC))
+    events = [Event(Message(v, n)) for n, v in enumerate([b"a", b"bad", b"c"])]
+
+    asyncio.run(runner.process(Stage(batch_breaks=False), events))  # type: ignore[arg-type]
+
+    assert [v for _, v in dead.sent] == [b"bad"]
+    assert [v for _, v in out.sent] == [b"a", b"c"]  # the records after it are not dropped
