@@ -77,6 +77,9 @@ def create_app(stages: Stages, store: RequestStore, clock: Callable[[], datetime
         "requests_routed", "meetings_booked", "invites_delivered", "requests_escalated",
         "requests_deadletter")}
     runner = _Runner(out, store, clock)
+    # A command changes a request that already stands (booked, invited): its failure is the
+    # command's, in the dead-letter table, never the request's status.
+    commands_runner = _Runner(out, store, clock, marks_requests=False)
 
     @app.on_partitions_assigned.connect
     async def announce(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
@@ -102,7 +105,7 @@ def create_app(stages: Stages, store: RequestStore, clock: Callable[[], datetime
     @app.agent(app.topic(topics.requests_commands, **raw), name="commands")
     async def commands(stream: faust.StreamT) -> None:
         async for events in stream.take_events(batches.max_records, batches.window_seconds):
-            await runner.process(stages.commands, events)
+            await commands_runner.process(stages.commands, events)
 
     return app
 
@@ -112,6 +115,7 @@ class _Runner:
     out: Mapping[str, faust.TopicT]
     store: RequestStore
     clock: Callable[[], datetime]
+    marks_requests: bool = True  # a dead letter marks its request dead-lettered
 
     async def process(self, stage: Stage, events: Sequence[faust.EventT]) -> None:
         """One batch: the stage's outcomes, failed records retried or dead-lettered, then every
@@ -186,7 +190,8 @@ class _Runner:
             key=origin.key,
             headers={k: _text(v.decode("utf-8", "replace")) for k, v in emit.headers.items()},
         )
-        if request_id is not None and getattr(error, "marks_request", True):
+        if (request_id is not None and self.marks_requests
+                and getattr(error, "marks_request", True)):
             # UnknownRequest: never accepted, so the dead letter is the only record.
             with contextlib.suppress(UnknownRequest):
                 self.store.advance(request_id, RequestState.DEADLETTERED, now,

@@ -20,7 +20,7 @@ delivery record before it is sent, so a repeated call never sends it twice.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -115,7 +115,9 @@ def cancel(request_id: str, lc: Lifecycle, now: datetime, *, reason: str = "requ
     if command_id is not None:
         detail["command_id"] = command_id
     lc.store.advance(request_id, RequestState.CANCELLED, now, detail)
-    outcome = _send_cancel(request_id, lc, now, ChangeResult.CANCELLED)
+    outcome = _after_commit(lambda: _send_cancel(request_id, lc, now, ChangeResult.CANCELLED),
+                            ChangeOutcome(ChangeResult.CANCELLED, request_id, "cancelled",
+                                          active), "cancel")
     if active is not None:
         from scheduler.waitlist import offer_freed_slot  # waitlist builds on this module
 
@@ -167,10 +169,28 @@ def reschedule(request_id: str, window: PreferredWindow, lc: Lifecycle, now: dat
     if command_id is not None:
         detail["command_id"] = command_id
     lc.store.advance(request_id, RequestState.INVITED, now, detail, moved.center_id)
-    _announce_move(current, moved, request, lc, now)
-    return ChangeOutcome(ChangeResult.RESCHEDULED, request_id,
-                         f"moved to {utc_z(moved.start)}", moved, sequence,
-                         [str(r) for r in outcome.reasons])
+    done = ChangeOutcome(ChangeResult.RESCHEDULED, request_id, f"moved to {utc_z(moved.start)}",
+                         moved, sequence, [str(r) for r in outcome.reasons])
+
+    def announce() -> ChangeOutcome:
+        _announce_move(current, moved, request, lc, now)
+        return done
+
+    return _after_commit(announce, done, "update")
+
+
+def _after_commit(send: Callable[[], ChangeOutcome], done: ChangeOutcome,
+                  message: str) -> ChangeOutcome:
+    """Send what a committed change tells the calendars. A failure does not undo the change:
+    the message's claim is settled ``failed``, reconciliation sends it again, and the outcome
+    says so."""
+    try:
+        return send()
+    except Exception as exc:
+        log.warning("change_message_failed", request_id=done.request_id, message=message,
+                    result=str(done.result), error=f"{type(exc).__name__}: {exc}"[:500])
+        return replace(done, detail=f"{done.detail}; sending the {message} failed ({exc}) and "
+                                    "will be retried")
 
 
 def send_update(meeting: Meeting, lc: Lifecycle, now: datetime) -> bool:

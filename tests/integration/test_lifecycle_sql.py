@@ -6,16 +6,21 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
 
 from scheduler.db import create_engine_for, meetings
+from scheduler.delivery import DeliveryFailed, DeliveryReceipt, Invite
+from scheduler.jobs import TimedWork, TimedWorkPolicy
 from scheduler.lifecycle import ChangeOutcome, ChangeResult, cancel, reschedule
+from scheduler.reminders import OutboxReminders
 from scheduler.request_store import RequestState
 from schemas.help_request import PreferredWindow
-from tests.integration.lifecycle_support import World
+from tests.integration.lifecycle_support import RecordingDelivery, World
 from tests.unit.conftest import help_request, make_directory
 
 pytest_plugins = ["tests.integration.db_fixtures"]
@@ -249,3 +254,48 @@ def _no_leaked_threads() -> Iterator[None]:
     before = threading.active_count()
     yield
     assert threading.active_count() <= before + 1
+
+
+@dataclass
+class Refusing(RecordingDelivery):
+    """A backend whose server refuses the next ``refusals`` messages for good (a 550)."""
+
+    refusals: int = 0
+
+    def send(self, invite: Invite) -> DeliveryReceipt:
+        if self.refusals:
+            self.refusals -= 1
+            raise DeliveryFailed(self.name, "550 5.1.1 recipient rejected", transient=False)
+        return super().send(invite)
+
+
+@pytest.mark.parametrize("change", ["reschedule", "cancel"])
+def test_a_change_whose_message_fails_stands_and_the_message_is_sent_again(
+        engine: Engine, tmp_path: Path, change: str) -> None:
+    delivery = Refusing()
+    world = World(engine, make_directory(("taipei",)), NOW, delivery)
+    world.submit(help_request("r-1"))
+    world.now = LATER
+    delivery.refusals = 1
+
+    if change == "reschedule":
+        outcome = reschedule("r-1", NEXT_WEEK, world.lifecycle(), LATER)
+        expected, method = (ChangeResult.RESCHEDULED, RequestState.INVITED), "REQUEST"
+    else:
+        outcome = cancel("r-1", world.lifecycle(), LATER)
+        expected, method = (ChangeResult.CANCELLED, RequestState.CANCELLED), "CANCEL"
+
+    status = world.store.status("r-1")
+    assert status is not None and (outcome.result, status.status) == expected
+    assert "550 5.1.1" in outcome.detail and "will be retried" in outcome.detail
+    uid = delivery.invites[0].meeting.uid
+    assert [s.status for s in world.records.sent(uid) if s.method == method][-1] == "failed"
+
+    world.now = LATER + timedelta(minutes=5)
+    work = TimedWork(store=world.store, ledger=world.ledger, records=world.records,
+                     lifecycle=world.lifecycle(), directory=lambda: world.directory,
+                     reminders=OutboxReminders(tmp_path), publish=lambda *_: None,
+                     clock=world.clock, policy=TimedWorkPolicy())
+    assert work.reconcile()["resent"] == 1
+    assert [s.status for s in world.records.sent(uid) if s.method == method][-1] == "delivered"
+    assert [p.method for p in delivery.parsed()] == ["REQUEST", method]

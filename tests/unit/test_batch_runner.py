@@ -46,8 +46,10 @@ class Store:
         self.letters.append(letter)
         return len(self.letters)
 
+    advanced: list[tuple[Any, ...]] = field(default_factory=list)
+
     def advance(self, *args: Any) -> None:
-        pass
+        self.advanced.append(args)
 
 
 @dataclass
@@ -119,3 +121,24 @@ def test_a_dead_letter_the_database_cannot_take_still_reaches_the_topic() -> Non
 
     assert [v for _, v in dead.sent] == [b"bad"]
     assert [v for _, v in out.sent] == [b"a", b"c"]  # the records after it are not dropped
+
+
+@dataclass
+class Down(Stage):
+    """Every record fails as a database that is down does: a transient error, each attempt."""
+
+    def handle(self, value: bytes, origin: Origin) -> list[Emit]:
+        raise OSError("connection refused")
+
+
+def test_a_runner_that_does_not_mark_requests_leaves_their_status(monkeypatch: Any) -> None:
+    monkeypatch.setattr(app_module, "RETRY_BACKOFF_SECONDS", 0.0)
+    out, dead = Topic(), Topic()
+    for marks, advanced in ((True, 1), (False, 0)):
+        store = Store()
+        runner = _Runner({"out": out, "requests_deadletter": dead}, store,  # type: ignore[arg-type]
+                         lambda: datetime(2026, 11, 23, tzinfo=UTC), marks_requests=marks)
+        event = Event(Message(b'{"request_id": "r-1"}', 0, key=b"r-1"))
+        asyncio.run(runner.process(Down(batch_breaks=False), [event]))  # type: ignore[arg-type]
+        assert len(store.letters) == 1 and store.letters[0]["attempts"] == app_module.MAX_ATTEMPTS
+        assert len(store.advanced) == advanced
