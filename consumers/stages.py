@@ -15,7 +15,7 @@ never holds back the others.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -276,9 +276,14 @@ class Invitation:
 
     def handle(self, value: bytes, origin: Origin) -> list[Emit]:
         booked = _decode(MeetingBooked, value)
-        status = self.store.status(booked.request.request_id)
+        request_id = booked.request.request_id
+        status = self.store.status(request_id)
         if status is None or status.status is not RequestState.BOOKED:
             return []  # already invited, or cancelled/escalated since
+        with self.store.reading() as conn:
+            active = self.store.active_revisions(conn, [request_id])
+        if not _still_held(booked, active):
+            return []
         now = self.clock()
         invite, backend = self._render(booked, now)
         receipt = self._send(invite, backend, now)
@@ -297,6 +302,7 @@ class Invitation:
         try:
             with self.store.reading() as conn:
                 statuses = self.store.statuses(conn, first)
+                active = self.store.active_revisions(conn, first)
         except Exception as exc:
             log.warning("batch_one_by_one", stage="notifier", records=len(records),
                         error=type(exc).__name__)
@@ -305,7 +311,8 @@ class Invitation:
         now = self.clock()
         prepared: dict[int, tuple[Invite, InviteDelivery]] = {}
         for request_id, index in first.items():
-            if statuses.get(request_id) is not RequestState.BOOKED:
+            if (statuses.get(request_id) is not RequestState.BOOKED
+                    or not _still_held(decoded[index], active)):
                 batch.settle(index, [])  # already invited, or cancelled/escalated since
                 continue
             try:
@@ -394,6 +401,17 @@ class Invitation:
         )
         return row, change, Emit("invites_delivered", request_id.encode(),
                                  encode(delivered.to_json_dict()))
+
+
+def _still_held(booked: MeetingBooked, active: Mapping[str, int]) -> bool:
+    """Whether the booked meeting is still the request's active one. A record replayed after
+    its meeting was freed (a redrive, a cancel cut short) must not invite anyone to it."""
+    held = active.get(booked.request.request_id) == booked.meeting.revision
+    if not held:
+        log.warning("invite_skipped", request_id=booked.request.request_id,
+                    uid=booked.meeting.uid, revision=booked.meeting.revision,
+                    active_revision=active.get(booked.request.request_id))
+    return held
 
 
 @dataclass

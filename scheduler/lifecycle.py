@@ -36,7 +36,7 @@ from scheduler.invites import HANDOVER, build_imip_message, build_invite
 from scheduler.ledger import BookingLedger, Span
 from scheduler.lifecycle_records import MOVED_AWAY, LifecycleRecords
 from scheduler.meeting_changes import MeetingChanged, MeetingChanges, next_revision
-from scheduler.request_store import RequestState, RequestStore, UnknownRequest
+from scheduler.request_store import Advance, RequestState, RequestStore, UnknownRequest
 from schemas.commands import CommandKind, RequestCommand
 from schemas.events import Meeting, RoutingDecision, utc_z
 from schemas.help_request import HelpRequest, PreferredWindow
@@ -107,14 +107,17 @@ def cancel(request_id: str, lc: Lifecycle, now: datetime, *, reason: str = "requ
     active = lc.ledger.meeting_for(request_id)
     if expected_revision is not None and (active is None or active.revision != expected_revision):
         return _conflict(request_id, expected_revision, active)
-    if active is not None and lc.changes.cancel(request_id, active.revision) is None:
-        return _lost_race(request_id, lc, active.revision)
     detail: dict[str, Any] = {"reason": reason}
     if active is not None:
         detail["revision"] = active.revision
     if command_id is not None:
         detail["command_id"] = command_id
-    lc.store.advance(request_id, RequestState.CANCELLED, now, detail)
+    cancelled = Advance(request_id, RequestState.CANCELLED, now, detail)
+    if active is None:
+        lc.store.advance(request_id, RequestState.CANCELLED, now, detail)
+    elif lc.changes.cancel(request_id, active.revision,  # freed and recorded in one transaction
+                           also=lambda conn: lc.store.advance_many(conn, [cancelled])) is None:
+        return _lost_race(request_id, lc, active.revision)
     outcome = _after_commit(lambda: _send_cancel(request_id, lc, now, ChangeResult.CANCELLED),
                             ChangeOutcome(ChangeResult.CANCELLED, request_id, "cancelled",
                                           active), "cancel")

@@ -42,8 +42,11 @@ class MeetingChanged(RuntimeError):
 class MeetingChanges(Protocol):
     """Conditional changes to a request's active meeting."""
 
-    def cancel(self, request_id: str, revision: int) -> Meeting | None:
-        """Release the active meeting if it is still at ``revision``; None if it is not."""
+    def cancel(self, request_id: str, revision: int, *,
+               also: Callable[[Any], object] | None = None) -> Meeting | None:
+        """Release the active meeting if it is still at ``revision``; None if it is not.
+        ``also(conn)`` runs in the same transaction when the meeting is released (what must
+        be recorded with it, such as the request's cancelled status)."""
 
     def move(self, current: Meeting, new: Meeting) -> Meeting:
         """Replace ``current`` (still active at its revision) by ``new`` atomically.
@@ -69,11 +72,14 @@ class InMemoryMeetingChanges:
         self._lock = threading.Lock()
         self._history: dict[str, Meeting] = {}
 
-    def cancel(self, request_id: str, revision: int) -> Meeting | None:
+    def cancel(self, request_id: str, revision: int, *,
+               also: Callable[[Any], object] | None = None) -> Meeting | None:
         with self._lock:
             active = self._ledger.meeting_for(request_id)
             if active is None or active.revision != revision:
                 return None
+            if also is not None:
+                also(None)  # no transaction here: nothing to join
             self._history[request_id] = active
             return self._ledger.release(request_id)
 
@@ -126,9 +132,12 @@ class SqlMeetingChanges:
         self._engine = engine
         self._clock = clock
 
-    def cancel(self, request_id: str, revision: int) -> Meeting | None:
+    def cancel(self, request_id: str, revision: int, *,
+               also: Callable[[Any], object] | None = None) -> Meeting | None:
         with self._engine.begin() as conn:
             row = conn.execute(self._release(request_id, revision)).first()
+            if row is not None and also is not None:
+                also(conn)
         return None if row is None else meeting_from_row(row)
 
     def move(self, current: Meeting, new: Meeting) -> Meeting:

@@ -185,6 +185,9 @@ _STORED = (select(requests.c.request_id, requests.c.body_hash, requests.c.status
 _STATUSES = (select(requests.c.request_id, requests.c.status)
              .where(requests.c.request_id.in_(bindparam("ids", expanding=True))))
 _STATUSES_FOR_UPDATE = _STATUSES.with_for_update()
+_ACTIVE_REVISIONS = (select(meetings.c.request_id, meetings.c.revision)
+                     .where(meetings.c.request_id.in_(bindparam("ids", expanding=True)),
+                            meetings.c.status == "active"))
 _SEEN = (select(request_events.c.request_id, request_events.c.fingerprint)
          .where(request_events.c.request_id.in_(bindparam("ids", expanding=True)),
                 request_events.c.fingerprint.in_(bindparam("fingerprints", expanding=True))))
@@ -297,6 +300,14 @@ class RequestStore:
         return {r.request_id: RequestState(r.status)
                 for r in conn.execute(query, {"ids": list(request_ids)})}
 
+    def active_revisions(self, conn: Connection, request_ids: Collection[str]) -> dict[str, int]:
+        """The revision of each request's active meeting, for those among ``request_ids``
+        that have one."""
+        if not request_ids:
+            return {}
+        return {r.request_id: r.revision
+                for r in conn.execute(_ACTIVE_REVISIONS, {"ids": list(request_ids)})}
+
     def advance_many(self, conn: Connection, changes: Sequence[Advance], *,
                      locked: Mapping[str, RequestState] | None = None,
                      ) -> dict[str, RequestState]:
@@ -323,11 +334,14 @@ class RequestStore:
         moves: dict[str, dict[str, Any]] = {}
         for change, event in zip(changes, events, strict=True):
             status = current.get(change.request_id)
-            key = (change.request_id, event["fingerprint"])
-            if status is None or key in seen:
+            if status is None:
                 continue
-            seen.add(key)
-            new_events.append(event)
+            key = (change.request_id, event["fingerprint"])
+            if key not in seen:
+                seen.add(key)
+                new_events.append(event)
+            # A change recorded before still moves the status forward: only a redrive's
+            # reopen takes a status back, and the request then reaches that stage again.
             if not _supersedes(change.status, status):
                 continue
             current[change.request_id] = change.status
@@ -362,6 +376,10 @@ class RequestStore:
                     request_events.c.status.in_([s.value for s in _STAGES])))
                 .scalars()]
             stage = max(reached, key=_STAGES.index, default=RequestState.ACCEPTED)
+            if stage in (RequestState.BOOKED, RequestState.INVITED) and not self.active_revisions(
+                    conn, [request_id]):
+                # Its meeting was freed while it was dead-lettered: it must be booked again.
+                stage = RequestState.ROUTED
             conn.execute(insert(request_events).values(_event(
                 request_id, stage, now, {"reopened": True, **dict(detail or {})})))
             conn.execute(update(requests).where(requests.c.request_id == request_id)

@@ -299,3 +299,26 @@ def test_a_change_whose_message_fails_stands_and_the_message_is_sent_again(
     assert work.reconcile()["resent"] == 1
     assert [s.status for s in world.records.sent(uid) if s.method == method][-1] == "delivered"
     assert [p.method for p in delivery.parsed()] == ["REQUEST", method]
+
+
+def test_a_cancel_cut_short_leaves_the_meeting_and_the_status_as_they_were(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    lifecycle = world.lifecycle()
+    record = lifecycle.store.advance_many
+
+    def fails(*args: object, **kwargs: object) -> object:
+        raise OSError("connection lost")
+
+    monkeypatch.setattr(lifecycle.store, "advance_many", fails)
+    with pytest.raises(OSError):
+        cancel("r-1", lifecycle, LATER)
+    # Freeing the meeting and recording the cancel are one transaction: neither happened.
+    status = world.store.status("r-1")
+    assert status is not None and status.status is RequestState.INVITED
+    assert world.ledger.meeting_for("r-1") is not None
+
+    monkeypatch.setattr(lifecycle.store, "advance_many", record)
+    assert cancel("r-1", lifecycle, LATER).result is ChangeResult.CANCELLED
+    status = world.store.status("r-1")
+    assert status is not None and status.status is RequestState.CANCELLED
+    assert world.ledger.meeting_for("r-1") is None
