@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
@@ -250,7 +250,8 @@ class Booking:
     def _book(self, routed: RequestRouted, ledger: BookingLedger, now: datetime,
               directory: CenterDirectory) -> tuple[Advance, Emit]:
         request, decision = routed.request, routed.decision
-        outcome = book(decision, directory, ledger, join_url=self.join_url)
+        outcome = book(decision, directory, ledger, join_url=self.join_url,
+                       earliest=now + timedelta(minutes=directory.policy.min_notice_minutes))
         if outcome.meeting is None:
             return escalation(request, "booking", outcome.reasons, now, decision)
         meeting = outcome.meeting

@@ -76,20 +76,28 @@ def no_join_url(center: Center, uid: str) -> str | None:
 
 
 def book(decision: RoutingDecision, directory: CenterDirectory, ledger: BookingLedger,
-         full_days: FullDays | None = None, join_url: JoinUrl = no_join_url) -> BookingOutcome:
+         full_days: FullDays | None = None, join_url: JoinUrl = no_join_url, *,
+         earliest: datetime | None = None) -> BookingOutcome:
     """Book the routed request; try the other candidates by (earliest start, id) when full.
 
     ``join_url(center, uid)`` gives the online meeting link recorded with the booking.
+    ``earliest``: the first start the booker's clock allows (now + the minimum notice). A
+    decision routed earlier (a backlog, a redelivery, a redrive) searches from there, never
+    from a start that has passed.
     """
     existing = ledger.meeting_for(decision.request_id)
     if existing is not None:
         return BookingOutcome(existing, already_booked=True)
     if decision.center_id is None or decision.language is None or decision.not_before is None:
         return BookingOutcome(None, list(decision.reasons))
+    not_before = decision.not_before
+    if earliest is not None and earliest > not_before:
+        not_before = earliest
+        decision = decision.model_copy(update={"not_before": earliest})
 
     order = _centers_to_try(decision)
     policy = directory.policy
-    until = decision.not_before + timedelta(days=policy.horizon_days)
+    until = not_before + timedelta(days=policy.horizon_days)
     windows = [decision.not_after] if decision.not_after is None else [decision.not_after, None]
     for not_after in windows:
         for rank, center_id in enumerate(order):
