@@ -413,7 +413,9 @@ class RequestStore:
             ]
         meeting = None if row.uid is None else MeetingSummary(
             start=row.start_utc, end=row.end_utc, specialist_id=row.specialist_id,
-            join_url=row.join_url, uid=row.uid, sequence=row.revision,
+            # The SEQUENCE of the meeting's invite (revision 1 is invited at SEQUENCE 0), as
+            # in its .ics and its invites.delivered record.
+            join_url=row.join_url, uid=row.uid, sequence=row.revision - 1,
         )
         return RequestStatus(request_id, RequestState(row.status), row.center_id, meeting,
                              timeline)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 PublicStatus = Literal["accepted", "routed", "booked", "invited", "escalated", "cancelled",
                        "rejected"]
@@ -22,7 +22,8 @@ class MeetingBody(BaseModel):
     specialist_id: str
     join_url: str | None
     uid: str
-    sequence: int
+    sequence: int = Field(description="the iCalendar SEQUENCE of the meeting's invite (0 for "
+                                      "the first, higher after each change), as in its .ics")
 
 
 class TimelineEntryBody(BaseModel):

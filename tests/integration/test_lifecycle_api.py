@@ -120,9 +120,9 @@ def test_reschedule_moves_the_meeting_and_updates_the_same_event(service: Servic
                                  json={"preferred_window": window}, headers=auth())
     assert answer.status_code == 200, answer.text
     meeting = answer.json()["request"]["meeting"]
-    assert meeting["uid"] == uid and meeting["sequence"] == 2
     method, sequence, same_uid, start = service.invite(uid)
     assert (method, sequence, same_uid) == ("REQUEST", 1, uid)
+    assert (meeting["uid"], meeting["sequence"]) == (uid, sequence)  # what the calendar holds
     assert start >= earliest and start != first_start
 
     cancelled = service.client.delete("/v1/requests/life-move", headers=auth())

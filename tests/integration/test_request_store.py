@@ -225,7 +225,7 @@ def test_the_status_shows_the_active_meeting(engine: Engine, store: RequestStore
     assert status.to_json_dict()["meeting"] == {
         "start": "2026-03-03T01:00:00Z", "end": "2026-03-03T02:00:00Z",
         "specialist_id": "tpe-01", "join_url": "https://meet.example.com/1",
-        "uid": "req-1@fasttrack.example.com", "sequence": 2,
+        "uid": "req-1@fasttrack.example.com", "sequence": 1,  # revision 2's invite
     }
     ledger.release(accepted)
     released = store.status(accepted)
