@@ -283,7 +283,7 @@ class Invitation:
             return []  # already invited, or cancelled/escalated since
         with self.store.reading() as conn:
             active = self.store.active_revisions(conn, [request_id])
-        if not _still_held(booked, active):
+        if not _still_held(booked, active) or not _placed(booked, self.directory()):
             return []
         now = self.clock()
         invite, backend = self._render(booked, now)
@@ -310,10 +310,12 @@ class Invitation:
             batch.one_by_one.extend(first.values())
             return batch.finish(self.handle)
         now = self.clock()
+        directory = self.directory()
         prepared: dict[int, tuple[Invite, InviteDelivery]] = {}
         for request_id, index in first.items():
             if (statuses.get(request_id) is not RequestState.BOOKED
-                    or not _still_held(decoded[index], active)):
+                    or not _still_held(decoded[index], active)
+                    or not _placed(decoded[index], directory)):
                 batch.settle(index, [])  # already invited, or cancelled/escalated since
                 continue
             try:
@@ -413,6 +415,19 @@ def _still_held(booked: MeetingBooked, active: Mapping[str, int]) -> bool:
                     uid=booked.meeting.uid, revision=booked.meeting.revision,
                     active_revision=active.get(booked.request.request_id))
     return held
+
+
+def _placed(booked: MeetingBooked, directory: CenterDirectory) -> bool:
+    """Whether the meeting's center and specialist are still in the directory. One a reload
+    removed is not an error of this record: the leader's revalidation moves the meeting under
+    the same policy (its first invite then goes out) or escalates it."""
+    meeting = booked.meeting
+    center = directory.by_id.get(meeting.center_id)
+    if center is not None and any(s.id == meeting.specialist_id for s in center.specialists):
+        return True
+    log.warning("invite_waits_for_revalidation", request_id=meeting.request_id,
+                center_id=meeting.center_id, specialist_id=meeting.specialist_id)
+    return False
 
 
 @dataclass

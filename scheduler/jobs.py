@@ -197,9 +197,9 @@ class TimedWork:
     # --- directory changes ----------------------------------------------------------------
 
     def revalidate_bookings(self) -> dict[str, int]:
-        """Move each invited future meeting the current directory no longer allows (closure,
-        holiday, changed hours, specialist or center gone) under the same policy, with an
-        updated invite (same UID, higher SEQUENCE); escalate those no slot can take.
+        """Move each booked or invited future meeting the current directory no longer allows
+        (closure, holiday, changed hours, specialist or center gone) under the same policy,
+        with an updated invite (same UID, higher SEQUENCE); escalate those no slot can take.
 
         Every meeting is checked when the directory is not the one the last complete run
         checked against (or on a first run); otherwise only those booked, moved or invited

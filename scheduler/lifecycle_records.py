@@ -155,8 +155,11 @@ class LifecycleRecords:
         transaction and continuing after the last (start, request id) of the one before, so
         that walking the coming months holds one page in memory, not every meeting.
 
+        Meetings of requests that are booked or invited: a booked one may be waiting for an
+        invite its center or specialist can no longer send.
+
         ``changed_since``: only the meetings recorded (booked or moved) at or after it, or
-        whose request became invited at or after it (stamped ``created_at``, ``updated_at``).
+        whose request changed status at or after it (stamped ``created_at``, ``updated_at``).
         """
         page_size = MEETING_PAGE if page_size is None else page_size
         if page_size < 1:
@@ -165,7 +168,7 @@ class LifecycleRecords:
         query = (select(meetings)
                  .join(requests, r.request_id == m.request_id)
                  .where(m.status == "active", m.start_utc >= start, m.start_utc < end,
-                        r.status == "invited")
+                        r.status.in_(["booked", "invited"]))
                  .order_by(m.start_utc, m.request_id).limit(page_size))
         if changed_since is not None:
             query = query.where(or_(m.created_at >= changed_since,

@@ -277,9 +277,9 @@ def test_with_the_directory_unchanged_only_what_changed_since_the_last_run_is_ch
     at(20)
     booked = service.booked("since-c")
     assert run(25) == {"rescheduled": 0, "escalated": 0}
-    assert checked[-1] == []  # booked but not invited: not revalidated
+    assert checked[-1] == ["since-c"]  # booked, not yet invited: its invite may wait on it
     at(30)
-    service.invited("since-c", booked)  # booked before the last run: the invitation is new
+    service.invited("since-c", booked)  # checked at minute 25: the invitation is new
     assert run(35) == {"rescheduled": 0, "escalated": 0}
     assert checked[-1] == ["since-c"]
 
