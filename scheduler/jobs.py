@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -29,7 +29,14 @@ from scheduler.lifecycle import (
     resend,
     send_update,
 )
-from scheduler.lifecycle_records import MOVED_AWAY, REMINDER_PREFIX, RETRYING, LifecycleRecords
+from scheduler.lifecycle_records import (
+    ANNOUNCE,
+    MOVED_AWAY,
+    REMINDER_PREFIX,
+    RETRYING,
+    LifecycleRecords,
+    escalation_key,
+)
 from scheduler.reminders import (
     DEFAULT_OFFSETS,
     MAX_KIND_LENGTH,
@@ -183,15 +190,54 @@ class TimedWork:
             return False
         minutes = int(self.policy.booking_sla.total_seconds() // 60)
         detail = f"not booked within {minutes} minutes of acceptance (still {status.status})"
-        state = self.store.advance(request_id, RequestState.ESCALATED, now,
-                                   {"stage": "sla", "reasons": ["sla_breached"],
-                                    "detail": detail})
-        if state is not RequestState.ESCALATED:
+        if not self._escalate(request_id, now, {"stage": "sla", "reasons": ["sla_breached"],
+                                                "detail": detail}):
             return False
-        event = RequestEscalated(request_id=request_id, stage="sla", reasons=[], detail=detail,
-                                 request=self.records.request(request_id), escalated_at=now)
-        self.publish("requests_escalated", request_id.encode(), _encode(event.to_json_dict()))
         log.warning("sla_escalated", request_id=request_id, detail=detail)
+        return True
+
+    def _escalate(self, request_id: str, now: datetime, detail: dict[str, Any]) -> bool:
+        """Record the escalation and announce it on ``requests.escalated``; False when the
+        request had ended otherwise. The announcement is claimed first: one whose publish
+        fails (or is cut short) is published by reconciliation, once."""
+        key = escalation_key(request_id)
+        claimed = self.records.claim(key, request_id, 0, ANNOUNCE, "kafka", now)
+        state = self.store.advance(request_id, RequestState.ESCALATED, now, detail)
+        if state is not RequestState.ESCALATED:
+            if claimed:
+                self.records.settle(key, 0, ANNOUNCE, "moot", now, str(state))
+            return False
+        if claimed:
+            self._announce(request_id, now)
+        return True
+
+    def _announce(self, request_id: str, now: datetime) -> bool:
+        """Publish the request's escalation from what its timeline recorded, and settle the
+        claim; a failure is settled ``failed`` and logged, for reconciliation."""
+        key = escalation_key(request_id)
+        status = self.store.status(request_id)
+        entries = [] if status is None else [e for e in status.timeline
+                                             if e.status is RequestState.ESCALATED]
+        if status is None or status.status is not RequestState.ESCALATED or not entries:
+            self.records.settle(key, 0, ANNOUNCE, "moot", now)
+            return False
+        recorded = entries[-1].detail or {}
+        # "directory" (revalidation) is announced as "booking": the event's enum has no other.
+        stage: Literal["sla", "booking"] = "sla" if recorded.get("stage") == "sla" else "booking"
+        event = RequestEscalated(request_id=request_id, stage=stage, reasons=[],
+                                 detail=str(recorded.get("detail", "")),
+                                 request=self.records.request(request_id),
+                                 escalated_at=entries[-1].at)
+        try:
+            self.publish("requests_escalated", request_id.encode(),
+                         _encode(event.to_json_dict()))
+        except Exception as exc:
+            self.records.settle(key, 0, ANNOUNCE, "failed", now, f"{type(exc).__name__}: {exc}"
+                                [:500])
+            log.error("escalation_unannounced", request_id=request_id,
+                      error=f"{type(exc).__name__}: {exc}"[:500])
+            return False
+        self.records.settle(key, 0, ANNOUNCE, "delivered", now)
         return True
 
     # --- directory changes ----------------------------------------------------------------
@@ -241,16 +287,11 @@ class TimedWork:
             return str(outcome.result)  # changed or ended meanwhile: the next run re-checks
         detail = (f"the directory no longer allows the meeting at {meeting.start.isoformat()} "
                   f"({reason}) and no other slot is free: {outcome.detail}")
-        state = self.store.advance(meeting.request_id, RequestState.ESCALATED, now,
-                                   {"stage": "directory", "reasons": [str(reason),
-                                                                      *outcome.reasons],
-                                    "detail": detail})
-        if state is not RequestState.ESCALATED:
-            return str(state)
-        event = RequestEscalated(request_id=meeting.request_id, stage="booking", reasons=[],
-                                 detail=detail, request=request, escalated_at=now)
-        self.publish("requests_escalated", meeting.request_id.encode(),
-                     _encode(event.to_json_dict()))
+        if not self._escalate(meeting.request_id, now, {
+                "stage": "directory", "reasons": [str(reason), *outcome.reasons],
+                "detail": detail}):
+            status = self.store.status(meeting.request_id)
+            return "unknown" if status is None else str(status.status)
         log.warning("booking_escalated", request_id=meeting.request_id, detail=detail)
         try:
             release_orphan(meeting, self.lifecycle, now)  # frees the slot, sends the CANCEL
@@ -319,6 +360,9 @@ class TimedWork:
     def _resend_stale_claims(self, now: datetime) -> int:
         resent = 0
         for claim in self.records.stale_claims(now - self.policy.stale_after):
+            if claim.method == ANNOUNCE:
+                resent += self._announce(claim.request_id, now)
+                continue
             request = self.records.request(claim.request_id)
             if claim.method in (HANDOVER, MOVED_AWAY):  # the revision a move left behind
                 left = self.records.meeting_revision(claim.request_id, claim.sequence)

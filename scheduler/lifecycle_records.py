@@ -29,6 +29,15 @@ REMINDER_PREFIX = "REMIND-"
 #: revision it cancels). The CANCEL to a handed-over specialist alone is recorded as
 #: :data:`scheduler.invites.HANDOVER`, the same way.
 MOVED_AWAY = "CANCEL-MOVED"
+#: The timed work's escalation event on ``requests.escalated``, claimed before the status
+#: changes and settled once published, so reconciliation publishes one that failed. Its UID is
+#: :func:`escalation_key` (the request's, apart from any meeting's), its SEQUENCE 0.
+ANNOUNCE = "ESCALATED"  # the column holds 16 characters
+
+
+def escalation_key(request_id: str) -> str:
+    """The delivery record's UID for a request's escalation announcement."""
+    return f"escalation:{request_id}"
 #: A reminder's claim settled after a transient failure: the next planning sends it again.
 RETRYING = "retrying"
 MEETING_PAGE = 1000  # meetings read per page when walking a span of time
@@ -119,7 +128,7 @@ class LifecycleRecords:
         c = invite_deliveries.c
         query = (select(c.uid, c.request_id, c.sequence, c.method, c.backend, c.status, c.at)
                  .where(c.status.in_(["sending", "failed"]), c.at < older_than,
-                        c.method.in_(["REQUEST", "CANCEL", HANDOVER, MOVED_AWAY]))
+                        c.method.in_(["REQUEST", "CANCEL", HANDOVER, MOVED_AWAY, ANNOUNCE]))
                  .order_by(c.at).limit(limit))
         with read_connection(self._engine) as conn:
             return [SentMessage(*row) for row in conn.execute(query)]

@@ -297,6 +297,44 @@ def test_a_request_not_booked_within_the_sla_is_escalated_with_the_reason(
     assert [(t, k) for t, k, _ in published.records] == [("requests_escalated", b"r-slow")]
 
 
+class Unreachable(Published):
+    """A broker that refuses the first ``refusals`` publishes."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    def __call__(self, topic: str, key: bytes, value: bytes) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise OSError("broker unavailable")
+        super().__call__(topic, key, value)
+
+
+def test_an_escalation_whose_publish_failed_is_announced_by_reconciliation(
+        engine: Engine, tmp_path: Path) -> None:
+    world = World(engine, make_directory(("taipei",)), datetime(2026, 11, 23, 1, 30, tzinfo=UTC))
+    world.submit(help_request("r-slow"), until=1)
+    published = Unreachable(refusals=1)
+    work = timed_work(world, tmp_path, published)
+
+    world.now += timedelta(minutes=16)
+    assert work.sla_sweep() == ["r-slow"]  # escalated; its announcement failed
+
+    status = world.store.status("r-slow")
+    assert status is not None and status.status is RequestState.ESCALATED
+    assert published.records == []
+    assert work.reconcile()["resent"] == 0  # not stale yet
+    world.now += timedelta(minutes=5)
+    assert work.reconcile()["resent"] == 1
+    assert work.reconcile()["resent"] == 0  # once
+    ((topic, key, value),) = published.records
+    event = json.loads(value)
+    assert (topic, key, event["stage"]) == ("requests_escalated", b"r-slow", "sla")
+    assert event["escalated_at"] == "2026-11-23T01:46:00Z"  # when it was escalated
+    assert "not booked within 15 minutes" in event["detail"]
+
+
 def test_a_custom_sla(engine: Engine, tmp_path: Path) -> None:
     world = World(engine, make_directory(("taipei",)), datetime(2026, 11, 23, 1, 30, tzinfo=UTC))
     body = help_request("r-slow")
