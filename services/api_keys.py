@@ -170,7 +170,7 @@ class _KeyEntry(BaseModel):
                 raise ValueError("partner_id: required for partner keys")
             if not self.tenants:
                 raise ValueError("tenants: partner keys need at least one tenant")
-        elif self.partner_id is not None or self.tenants is not None:
+        elif self.partner_id is not None or self.tenants:  # null and [] say "none"
             raise ValueError(f"partner_id and tenants: only for partner keys, not {self.kind}")
         return self
 

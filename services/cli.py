@@ -149,7 +149,10 @@ def _timestamp(text: str) -> datetime:
     if not RFC3339_PATTERN.match(text):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an RFC 3339 date-time with offset, e.g. 2026-03-02T09:30:00+08:00")
-    return datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+    try:
+        return datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError as exc:  # shaped right, but no such date or time (2026-02-30)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a real date-time: {exc}") from exc
 
 
 def _directory(args: argparse.Namespace, settings: Settings) -> CenterDirectory:

@@ -531,12 +531,22 @@ def test_keys_load_from_inline_json_a_json_file_and_a_yaml_file(tmp_path: Path) 
     pytest.param([KEYS[0], KEYS[1] | {"name": "portal"}], "duplicate key names ['portal']",
                  id="same-name-twice"),
     pytest.param([], "must be a non-empty list", id="empty"),
+    pytest.param([{"name": "e", "key": "k" * 20, "kind": "portal", "tenants": ["t-1"]}],
+                 "entry 1 ('e'): partner_id and tenants: only for partner keys",
+                 id="portal-with-tenants"),
 ])
 def test_invalid_key_entries_are_named(entries: list[dict[str, Any]], message: str) -> None:
     with pytest.raises(InvalidApiKeys) as raised:
         load_api_keys(json.dumps(entries))
     assert message in str(raised.value)
     assert "FASTTRACK_API_KEYS" in str(raised.value)
+
+
+def test_a_portal_key_in_the_contracts_full_shape_loads() -> None:
+    full = {"name": "portal", "key": "portal-key-0123456789", "kind": "portal",
+            "partner_id": None, "tenants": []}
+    key = load_api_keys(json.dumps([full])).lookup(full["key"])
+    assert key is not None and key.kind is KeyKind.PORTAL and key.tenants == frozenset()
 
 
 def test_a_missing_keys_file_is_named(tmp_path: Path) -> None:

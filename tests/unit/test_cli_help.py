@@ -42,3 +42,12 @@ def test_no_command_prints_the_help_and_exits_2(capsys: pytest.CaptureFixture[st
     assert main([]) == 2
     out = capsys.readouterr().out
     assert "bench" in out and "latency at 50%," in out
+
+
+@pytest.mark.parametrize("at", ["2026-02-30T09:00:00+08:00", "tomorrow"])
+def test_a_bad_decision_time_is_named(at: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["route", "-", "--at", at])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --at: {at!r} is not" in err and "_timestamp" not in err
