@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from icalendar import Calendar
@@ -22,9 +24,11 @@ from scheduler.delivery import DeliveryReceipt, Invite
 from scheduler.directory import CenterDirectory
 from scheduler.directory_source import DirectorySource
 from scheduler.invite_log import InviteLog
+from scheduler.jobs import TimedWork, TimedWorkPolicy
 from scheduler.lifecycle import Lifecycle
 from scheduler.lifecycle_records import LifecycleRecords
 from scheduler.meeting_changes import SqlMeetingChanges
+from scheduler.reminders import OutboxReminders
 from scheduler.request_store import RequestStore
 from scheduler.sql_ledger import SqlBookingLedger
 from services.bootstrap import join_url
@@ -103,6 +107,14 @@ class World:
             changes=SqlMeetingChanges(engine), records=LifecycleRecords(engine),
             directory=lambda: self.directory, deliveries=lambda _center: self.delivery,
             router=route, join_url=join_url)
+
+    def timed_work(self, folder: Path,
+                   publish: Callable[[str, bytes, bytes], None] = lambda *_: None) -> TimedWork:
+        """The leader's timed work over this world, on its clock (reminders to ``folder``)."""
+        return TimedWork(store=self.store, ledger=self.ledger, records=self.records,
+                         lifecycle=self.lifecycle(), directory=lambda: self.directory,
+                         reminders=OutboxReminders(folder), publish=publish,
+                         clock=self.clock, policy=TimedWorkPolicy())
 
     def submit(self, body: dict[str, Any], *, until: int = 3) -> None:
         """Run the body through the first ``until`` stages (3 = booked and invited)."""

@@ -15,8 +15,6 @@ from sqlalchemy import Engine
 
 from consumers.stages import Invitation
 from scheduler.invite_log import InviteLog
-from scheduler.jobs import TimedWork, TimedWorkPolicy
-from scheduler.reminders import OutboxReminders
 from scheduler.request_store import RequestState
 from tests.integration.lifecycle_support import ORIGIN, World
 from tests.unit.conftest import help_request, make_directory
@@ -60,10 +58,7 @@ def test_a_booked_meeting_whose_center_is_gone_is_moved_or_escalated(
     assert status is not None and status.status is RequestState.BOOKED
 
     world.now = NOW + timedelta(minutes=1)
-    work = TimedWork(store=world.store, ledger=world.ledger, records=world.records,
-                     lifecycle=world.lifecycle(), directory=lambda: world.directory,
-                     reminders=OutboxReminders(tmp_path), publish=lambda *_: None,
-                     clock=world.clock, policy=TimedWorkPolicy())
+    work = world.timed_work(tmp_path)
     counts = work.revalidate_bookings()
 
     status = world.store.status("r-1")

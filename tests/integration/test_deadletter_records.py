@@ -17,8 +17,6 @@ from consumers.app import _Runner
 from consumers.envelope import Origin
 from scheduler.db import deadletters
 from scheduler.delivery import DeliveryFailed
-from scheduler.jobs import TimedWork, TimedWorkPolicy
-from scheduler.reminders import OutboxReminders
 from scheduler.request_store import RequestState, RequestStore
 from services.ops_deadletters import DeadLetterDesk
 from tests.integration.lifecycle_support import ORIGIN, World
@@ -78,11 +76,7 @@ def test_a_redrive_after_the_meeting_was_freed_books_again_and_invites_nobody_to
                                    DeliveryFailed("smtp", "550 no such user", transient=False), 1))
     world.now += timedelta(minutes=5)
     published: list[tuple[str, bytes, bytes]] = []
-    work = TimedWork(store=world.store, ledger=world.ledger, records=world.records,
-                     lifecycle=world.lifecycle(), directory=lambda: world.directory,
-                     reminders=OutboxReminders(tmp_path),
-                     publish=lambda *record: published.append(record),
-                     clock=world.clock, policy=TimedWorkPolicy())
+    work = world.timed_work(tmp_path, lambda *record: published.append(record))
     assert work.reconcile()["orphans"] == 1 and world.ledger.meeting_for("r-1") is None
 
     sink = Sink()

@@ -18,10 +18,8 @@ from sqlalchemy import Engine
 
 from scheduler.delivery import DeliveryFailed, DeliveryReceipt, Invite
 from scheduler.directory import CenterDirectory, parse_directory
-from scheduler.jobs import TimedWork, TimedWorkPolicy
 from scheduler.lifecycle import ChangeResult, cancel, reschedule
 from scheduler.outbox import OutboxDelivery
-from scheduler.reminders import OutboxReminders
 from scheduler.smtp_delivery import SmtpDelivery
 from schemas.help_request import PreferredWindow
 from tests.integration.delivery_servers import Radicale, running_mail_sink, running_radicale
@@ -202,10 +200,7 @@ def test_a_handover_that_failed_is_sent_again_by_reconciliation(engine: Engine,
     assert [m.alone for m in messages(world.delivery, "r-2")] == [False, False]
 
     world.now = LATER + timedelta(minutes=5)
-    work = TimedWork(store=world.store, ledger=world.ledger, records=world.records,
-                     lifecycle=world.lifecycle(), directory=lambda: world.directory,
-                     reminders=OutboxReminders(tmp_path), publish=lambda *_: None,
-                     clock=world.clock, policy=TimedWorkPolicy())
+    work = world.timed_work(tmp_path)
     assert work.reconcile()["resent"] == 1
 
     assert methods_recorded(world, "r-2")[1] == ("CANCEL-HANDOVER", 1, "delivered")

@@ -15,9 +15,7 @@ from sqlalchemy import Engine, func, select
 
 from scheduler.db import create_engine_for, meetings
 from scheduler.delivery import DeliveryFailed, DeliveryReceipt, Invite
-from scheduler.jobs import TimedWork, TimedWorkPolicy
 from scheduler.lifecycle import ChangeOutcome, ChangeResult, cancel, reschedule
-from scheduler.reminders import OutboxReminders
 from scheduler.request_store import RequestState
 from schemas.help_request import PreferredWindow
 from tests.integration.lifecycle_support import RecordingDelivery, World
@@ -292,10 +290,7 @@ def test_a_change_whose_message_fails_stands_and_the_message_is_sent_again(
     assert [s.status for s in world.records.sent(uid) if s.method == method][-1] == "failed"
 
     world.now = LATER + timedelta(minutes=5)
-    work = TimedWork(store=world.store, ledger=world.ledger, records=world.records,
-                     lifecycle=world.lifecycle(), directory=lambda: world.directory,
-                     reminders=OutboxReminders(tmp_path), publish=lambda *_: None,
-                     clock=world.clock, policy=TimedWorkPolicy())
+    work = world.timed_work(tmp_path)
     assert work.reconcile()["resent"] == 1
     assert [s.status for s in world.records.sent(uid) if s.method == method][-1] == "delivered"
     assert [p.method for p in delivery.parsed()] == ["REQUEST", method]
