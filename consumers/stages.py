@@ -278,11 +278,11 @@ class Invitation:
     def handle(self, value: bytes, origin: Origin) -> list[Emit]:
         booked = _decode(MeetingBooked, value)
         request_id = booked.request.request_id
-        status = self.store.status(request_id)
-        if status is None or status.status is not RequestState.BOOKED:
-            return []  # already invited, or cancelled/escalated since
-        with self.store.reading() as conn:
+        with self.store.reading() as conn:  # what the batch path reads, for one record
+            status = self.store.statuses(conn, [request_id]).get(request_id)
             active = self.store.active_revisions(conn, [request_id])
+        if status is not RequestState.BOOKED:
+            return []  # already invited, or cancelled/escalated since
         if not _still_held(booked, active) or not _placed(booked, self.directory()):
             return []
         now = self.clock()

@@ -190,26 +190,25 @@ class TimedWork:
             return False
         minutes = int(self.policy.booking_sla.total_seconds() // 60)
         detail = f"not booked within {minutes} minutes of acceptance (still {status.status})"
-        if not self._escalate(request_id, now, {"stage": "sla", "reasons": ["sla_breached"],
-                                                "detail": detail}):
+        if self._escalate(request_id, now, {"stage": "sla", "reasons": ["sla_breached"],
+                                            "detail": detail}) is not RequestState.ESCALATED:
             return False
         log.warning("sla_escalated", request_id=request_id, detail=detail)
         return True
 
-    def _escalate(self, request_id: str, now: datetime, detail: dict[str, Any]) -> bool:
-        """Record the escalation and announce it on ``requests.escalated``; False when the
-        request had ended otherwise. The announcement is claimed first: one whose publish
-        fails (or is cut short) is published by reconciliation, once."""
+    def _escalate(self, request_id: str, now: datetime, detail: dict[str, Any]) -> RequestState:
+        """Record the escalation and announce it on ``requests.escalated``; the request's
+        status after (not escalated when it had ended otherwise). The announcement is claimed
+        first: one whose publish fails (or is cut short) is published by reconciliation,
+        once."""
         key = escalation_key(request_id)
         claimed = self.records.claim(key, request_id, 0, ANNOUNCE, "kafka", now)
         state = self.store.advance(request_id, RequestState.ESCALATED, now, detail)
-        if state is not RequestState.ESCALATED:
-            if claimed:
-                self.records.settle(key, 0, ANNOUNCE, "moot", now, str(state))
-            return False
-        if claimed:
+        if claimed and state is not RequestState.ESCALATED:
+            self.records.settle(key, 0, ANNOUNCE, "moot", now, str(state))
+        elif claimed:
             self._announce(request_id, now)
-        return True
+        return state
 
     def _announce(self, request_id: str, now: datetime) -> bool:
         """Publish the request's escalation from what its timeline recorded, and settle the
@@ -287,11 +286,10 @@ class TimedWork:
             return str(outcome.result)  # changed or ended meanwhile: the next run re-checks
         detail = (f"the directory no longer allows the meeting at {meeting.start.isoformat()} "
                   f"({reason}) and no other slot is free: {outcome.detail}")
-        if not self._escalate(meeting.request_id, now, {
-                "stage": "directory", "reasons": [str(reason), *outcome.reasons],
-                "detail": detail}):
-            status = self.store.status(meeting.request_id)
-            return "unknown" if status is None else str(status.status)
+        state = self._escalate(meeting.request_id, now, {
+            "stage": "directory", "reasons": [str(reason), *outcome.reasons], "detail": detail})
+        if state is not RequestState.ESCALATED:
+            return str(state)
         log.warning("booking_escalated", request_id=meeting.request_id, detail=detail)
         try:
             release_orphan(meeting, self.lifecycle, now)  # frees the slot, sends the CANCEL

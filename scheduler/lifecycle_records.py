@@ -33,14 +33,14 @@ MOVED_AWAY = "CANCEL-MOVED"
 #: changes and settled once published, so reconciliation publishes one that failed. Its UID is
 #: :func:`escalation_key` (the request's, apart from any meeting's), its SEQUENCE 0.
 ANNOUNCE = "ESCALATED"  # the column holds 16 characters
+#: A reminder's claim settled after a transient failure: the next planning sends it again.
+RETRYING = "retrying"
+MEETING_PAGE = 1000  # meetings read per page when walking a span of time
 
 
 def escalation_key(request_id: str) -> str:
     """The delivery record's UID for a request's escalation announcement."""
     return f"escalation:{request_id}"
-#: A reminder's claim settled after a transient failure: the next planning sends it again.
-RETRYING = "retrying"
-MEETING_PAGE = 1000  # meetings read per page when walking a span of time
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from scheduler.jobs import TimedWork, TimedWorkPolicy
 from scheduler.lifecycle import Lifecycle
 from scheduler.lifecycle_records import LifecycleRecords
 from scheduler.meeting_changes import SqlMeetingChanges
-from scheduler.reminders import OutboxReminders
+from scheduler.reminders import OutboxReminders, ReminderSender
 from scheduler.request_store import RequestStore
 from scheduler.sql_ledger import SqlBookingLedger
 from services.bootstrap import join_url
@@ -109,12 +109,14 @@ class World:
             router=route, join_url=join_url)
 
     def timed_work(self, folder: Path,
-                   publish: Callable[[str, bytes, bytes], None] = lambda *_: None) -> TimedWork:
-        """The leader's timed work over this world, on its clock (reminders to ``folder``)."""
+                   publish: Callable[[str, bytes, bytes], None] = lambda *_: None,
+                   reminders: ReminderSender | None = None, **policy: Any) -> TimedWork:
+        """The leader's timed work over this world, on its clock (reminders to the outbox
+        ``folder`` unless ``reminders`` says otherwise; ``policy``: TimedWorkPolicy's)."""
         return TimedWork(store=self.store, ledger=self.ledger, records=self.records,
                          lifecycle=self.lifecycle(), directory=lambda: self.directory,
-                         reminders=OutboxReminders(folder), publish=publish,
-                         clock=self.clock, policy=TimedWorkPolicy())
+                         reminders=reminders or OutboxReminders(folder), publish=publish,
+                         clock=self.clock, policy=TimedWorkPolicy(**policy))
 
     def submit(self, body: dict[str, Any], *, until: int = 3) -> None:
         """Run the body through the first ``until`` stages (3 = booked and invited)."""

@@ -22,7 +22,7 @@ from consumers.routing import route
 from scheduler.booking import book
 from scheduler.db import create_engine_for, invite_deliveries
 from scheduler.delivery import DeliveryFailed
-from scheduler.jobs import TimedWork, TimedWorkPolicy
+from scheduler.jobs import TimedWork
 from scheduler.lifecycle import cancel, reschedule
 from scheduler.reminders import CenterReminders, OutboxReminders, ReminderSender
 from scheduler.request_store import RequestState, canonical_body_hash
@@ -57,10 +57,7 @@ class Published:
 
 def timed_work(world: World, outbox: Path, publish: Callable[[str, bytes, bytes], None],
                reminders: ReminderSender | None = None, **policy: object) -> TimedWork:
-    return TimedWork(store=world.store, ledger=world.ledger, records=world.records,
-                     lifecycle=world.lifecycle(), directory=lambda: world.directory,
-                     reminders=reminders or OutboxReminders(outbox), publish=publish,
-                     clock=world.clock, policy=TimedWorkPolicy(**policy))  # type: ignore[arg-type]
+    return world.timed_work(outbox, publish, reminders, **policy)
 
 
 def drive(world: World, work: TimedWork, start: datetime, end: datetime,
