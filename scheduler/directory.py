@@ -199,12 +199,15 @@ class CenterDirectory(_Frozen):
             if center.id in seen:
                 raise ValueError(f"center id {center.id!r} appears twice")
             seen.add(center.id)
-        specialists: set[str] = set()
+        owners: dict[str, str] = {}  # specialist id -> the center it was first seen in
         for center in self.centers:
             for specialist in center.specialists:
-                if specialist.id in specialists:
-                    raise ValueError(f"specialist id {specialist.id!r} appears twice")
-                specialists.add(specialist.id)
+                if specialist.id in owners:
+                    owner = owners[specialist.id]
+                    where = "twice in it" if owner == center.id else f"also in center {owner}"
+                    raise ValueError(f"center {center.id}: specialist id {specialist.id!r} "
+                                     f"appears {where}")
+                owners[specialist.id] = center.id
         if not self.centers:
             raise ValueError("needs at least one center")
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,23 @@ def test_duplicate_center_ids_are_named(tmp_path: Path) -> None:
     with pytest.raises(DirectoryInvalid, match="center id 'taipei' appears twice"):
         load_directory(path)
 
+
+
+@pytest.mark.parametrize(("second", "says"), [
+    pytest.param({**CENTER, "id": "taipei-2"},
+                 "center taipei-2: specialist id 'tpe-01' appears also in center taipei",
+                 id="two-centers"),
+    pytest.param(None, "center taipei: specialist id 'tpe-01' appears twice in it",
+                 id="one-center"),
+])
+def test_a_duplicate_specialist_id_names_its_center(tmp_path: Path, second: Any,
+                                                     says: str) -> None:
+    centers = [CENTER, second] if second else [
+        {**CENTER, "specialists": CENTER["specialists"] * 2}]
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump({"centers": centers}))
+    with pytest.raises(DirectoryInvalid, match=re.escape(says)):
+        load_directory(path)
 
 def test_policy_errors_name_the_policy_field(tmp_path: Path) -> None:
     path = tmp_path / "d.yaml"
