@@ -30,6 +30,8 @@ from scheduler.delivery import DeliveryFailed, DeliveryReceipt, Invite, InviteDe
 from scheduler.delivery_retry import send_with_retry
 from scheduler.directory import CenterDirectory
 from scheduler.directory_source import DirectoryFeed
+from scheduler.held_commands import HeldCommand, HeldCommands
+from scheduler.held_commands import take as take_held
 from scheduler.invite_log import InviteLog, InviteLogRow
 from scheduler.invites import build_imip_message, build_invite
 from scheduler.ledger import BookingLedger, MeetingLinks
@@ -43,7 +45,7 @@ from scheduler.request_store import (
     canonical_body_hash,
 )
 from scheduler.sql_ledger import LockedElsewhere
-from schemas.commands import parse_request_command
+from schemas.commands import CommandKind, RequestCommand, parse_request_command
 from schemas.errors import InvalidMessage
 from schemas.events import (
     InviteDelivered,
@@ -52,6 +54,7 @@ from schemas.events import (
     RequestEscalated,
     RequestRouted,
     RoutingDecision,
+    utc_z,
 )
 from schemas.help_request import HelpRequest, parse_help_request
 
@@ -126,10 +129,12 @@ class Submission:
                                 marks_request=False)
         if outcome.kind is Acceptance.DUPLICATE and outcome.status is not RequestState.ACCEPTED:
             return self._resend(request) if outcome.status is RequestState.ROUTED else []
-        change, emit = self._route(request, now)
-        self.store.advance(change.request_id, change.status, now, change.detail,
-                           change.center_id)
-        return [emit]
+        with self.store.transaction() as conn:
+            held = take_held(conn, [request.request_id])
+            change, emits = self._start(request, held, now)
+            self.store.advance_many(conn, [change])
+        _log_held(held, change)
+        return emits
 
     def handle_batch(self, records: Sequence[Record]) -> list[Outcome]:
         """New requests: accept and route the whole batch in one transaction."""
@@ -143,9 +148,13 @@ class Submission:
                 self.store.insert_accepted(conn, [
                     (parsed[i][1], canonical_body_hash(parsed[i][0]), parsed[i][0])
                     for i in new], now)
-                routed = {i: self._route(parsed[i][1], now) for i in new}
+                held: dict[str, list[HeldCommand]] = {}
+                for command in take_held(conn, [parsed[i][1].request_id for i in new]):
+                    held.setdefault(command.request_id, []).append(command)
+                started = {i: self._start(parsed[i][1], held.get(parsed[i][1].request_id, []),
+                                          now) for i in new}
                 self.store.advance_many(  # inserted just now: accepted, and locked
-                    conn, [change for change, _ in routed.values()],
+                    conn, [change for change, _ in started.values()],
                     locked={parsed[i][1].request_id: RequestState.ACCEPTED for i in new})
         except Exception as exc:
             log.warning("batch_one_by_one", stage="intake", records=len(records),
@@ -153,9 +162,22 @@ class Submission:
             batch.one_by_one.extend(first.values())
         else:
             batch.one_by_one.extend(i for rid, i in first.items() if rid in stored)
-            for index, (_, emit) in routed.items():
-                batch.settle(index, [emit])
+            for index, (change, emits) in started.items():
+                _log_held(held.get(change.request_id, []), change)
+                batch.settle(index, emits)
         return batch.finish(self.handle)
+
+    def _start(self, request: HelpRequest, held: Sequence[HeldCommand],
+               now: datetime) -> tuple[Advance, list[Emit]]:
+        """A new request's first step: cancelled, by a cancel that came before it
+        (:mod:`scheduler.held_commands`), or routed."""
+        cancel = next((c for c in held if c.command == CommandKind.CANCEL.value), None)
+        if cancel is not None:
+            return Advance(request.request_id, RequestState.CANCELLED, now, {
+                "reason": "command", "command_id": cancel.command_id,
+                "held_since": utc_z(cancel.held_at)}), []
+        change, emit = self._route(request, now)
+        return change, [emit]
 
     def _route(self, request: HelpRequest, now: datetime) -> tuple[Advance, Emit]:
         decision = route(request, self.directory(), now)
@@ -436,6 +458,7 @@ class Commands:
 
     lifecycle: Lifecycle
     clock: Clock
+    held: HeldCommands
 
     def handle(self, value: bytes, origin: Origin) -> list[Emit]:
         try:
@@ -445,11 +468,30 @@ class Commands:
                                 marks_request=False) from exc
         try:
             outcome = apply_command(command, self.lifecycle, self.clock())
-        except UnknownRequest as exc:
-            raise Unprocessable(str(exc), command.request_id, marks_request=False) from exc
+        except UnknownRequest:
+            # Not accepted yet: its request may still be on its way (scheduler.held_commands).
+            if not self._hold(command, value, origin):
+                return []
+            outcome = apply_command(command, self.lifecycle, self.clock())
         log.info("command_applied", request_id=command.request_id, command=command.command,
                  result=str(outcome.result))
         return []
+
+    def _hold(self, command: RequestCommand, value: bytes, origin: Origin) -> bool:
+        """Hold a command whose request is not accepted; True when the request was accepted
+        meanwhile and the command was released again, for this caller to apply."""
+        held = self.held.hold(HeldCommand(
+            command_id=command.command_id, request_id=command.request_id,
+            command=command.command.value, payload=value, key=origin.key,
+            headers={k: v.decode("utf-8", "replace") for k, v in origin.headers.items()},
+            origin_topic=origin.topic, origin_partition=origin.partition,
+            origin_offset=origin.offset, held_at=self.clock()))
+        if self.lifecycle.store.status(command.request_id) is None:
+            if held:
+                log.info("command_held", request_id=command.request_id,
+                         command_id=command.command_id, command=command.command)
+            return False
+        return self.held.release(command.command_id)  # else the intake took it, and applied it
 
     def handle_batch(self, records: Sequence[Record]) -> list[Outcome]:
         """Commands are rare and each is its own transaction: one at a time."""
@@ -497,6 +539,18 @@ def _routed(request: HelpRequest, decision: RoutingDecision) -> Emit:
     assert decision.center_id is not None
     routed = RequestRouted(request=request, decision=decision)
     return Emit("requests_routed", decision.center_id.encode(), encode(routed.to_json_dict()))
+
+
+def _log_held(held: Sequence[HeldCommand], change: Advance) -> None:
+    """Say what became of the commands held for a request the intake has just accepted."""
+    for command in held:
+        if change.status is RequestState.CANCELLED:
+            result = ("cancelled" if (change.detail or {}).get("command_id") == command.command_id
+                      else "already_cancelled")
+        else:  # a reschedule: nothing is booked yet, so there is nothing to move
+            result = "not_changeable"
+        log.info("held_command_applied", request_id=command.request_id,
+                 command_id=command.command_id, command=command.command, result=result)
 
 
 _Event = TypeVar("_Event", RequestRouted, MeetingBooked)

@@ -237,6 +237,22 @@ invite_deliveries = Table(
 )
 
 
+held_commands = Table(
+    "held_commands", metadata,
+    Column("command_id", String(64), primary_key=True),
+    Column("request_id", String(64), nullable=False),
+    Column("command", String(16), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("record_key", LargeBinary),
+    Column("headers", Text, nullable=False),
+    Column("origin_topic", String(255), nullable=False),
+    Column("origin_partition", Integer, nullable=False),
+    Column("origin_offset", BigInteger, nullable=False),
+    Column("held_at", UtcDateTime(), nullable=False),
+    Index("ix_held_commands_request", "request_id"),
+    Index("ix_held_commands_held_at", "held_at"),
+)
+
 #: Tables in the same database that other libraries own: APScheduler's job store.
 SCHEDULER_JOB_TABLE = "fasttrack_scheduler_jobs"
 FOREIGN_TABLES = frozenset({SCHEDULER_JOB_TABLE})

@@ -18,11 +18,13 @@ import structlog
 from scheduler.delivery import DeliveryFailed
 from scheduler.directory import CenterDirectory
 from scheduler.directory_check import InvalidMeeting, invalid_meetings
+from scheduler.held_commands import HeldCommand, HeldCommands
 from scheduler.invites import HANDOVER
 from scheduler.ledger import BookingLedger
 from scheduler.lifecycle import (
     ChangeResult,
     Lifecycle,
+    apply_command,
     backend_named,
     release_orphan,
     reschedule,
@@ -47,11 +49,13 @@ from scheduler.reminders import (
     reminder_times,
 )
 from scheduler.request_store import RequestState, RequestStore, canonical_json
+from schemas.commands import parse_request_command
 from schemas.events import MeetingBooked, RequestEscalated, RequestRouted, RoutingDecision
 from schemas.help_request import PreferredWindow
 
-#: ``publish(topic, key, value)``: ``topic`` is a TopicNames attribute, e.g. ``requests_routed``.
-Publish = Callable[[str, bytes, bytes], None]
+#: ``publish(topic, key, value[, headers])``: ``topic`` is a TopicNames attribute, e.g.
+#: ``requests_routed``.
+Publish = Callable[..., None]
 log = structlog.get_logger("fasttrack.timed_work")
 REVALIDATE_AHEAD = timedelta(days=400)  # past any horizon_days (<= 366) plus a window
 #: How far before the previous revalidation's start the next one looks for changed meetings:
@@ -66,6 +70,8 @@ class TimedWorkPolicy:
     reminders: Mapping[str, timedelta] = field(default_factory=lambda: dict(DEFAULT_OFFSETS))
     booking_sla: timedelta = timedelta(minutes=15)
     stale_after: timedelta = timedelta(minutes=2)  # in flight this long: re-drive it
+    #: A command whose request has not been accepted this long is dead-lettered.
+    hold_commands_for: timedelta = timedelta(hours=1)
 
     def __post_init__(self) -> None:
         for kind, offset in self.reminders.items():
@@ -104,6 +110,7 @@ class TimedWork:
     reminders: ReminderSender
     publish: Publish
     clock: Callable[[], datetime]
+    held: HeldCommands
     policy: TimedWorkPolicy = field(default_factory=TimedWorkPolicy)
     _redriven: dict[str, datetime] = field(default_factory=dict)
     #: The directory the last complete revalidation checked every meeting against, and when
@@ -302,9 +309,15 @@ class TimedWork:
 
     def reconcile(self) -> dict[str, int]:
         """Drive on what is stuck: re-publish in-flight requests from the database, free
-        meetings of ended requests, send updates and cancels that a crash left unsent."""
+        meetings of ended requests, send updates and cancels that a crash left unsent, apply
+        or give up on commands held for requests that had not arrived."""
         now = self.clock()
-        counts = {"redriven": 0, "orphans": 0, "updates": 0, "resent": 0}
+        counts = {"redriven": 0, "orphans": 0, "updates": 0, "resent": 0,
+                  "commands_applied": 0, "commands_expired": 0}
+        for command in self.held.held_since(now - self.policy.stale_after):
+            result = self._settle_held(command, now)
+            if result is not None:
+                counts[f"commands_{result}"] += 1
         self._redriven = {request_id: at for request_id, at in self._redriven.items()
                           if now - at < self.policy.stale_after}  # the rest may go again
         for pending in self.store.non_final(now - self.policy.stale_after):
@@ -323,6 +336,47 @@ class TimedWork:
         if any(counts.values()):
             log.info("reconciled", **counts)
         return counts
+
+    def _settle_held(self, command: HeldCommand, now: datetime) -> str | None:
+        """Apply a held command whose request is known by now (the intake and the commands
+        stage can both miss it in a race), or dead-letter it once it has waited
+        ``hold_commands_for``; None while it still waits, or when its dead letter could not
+        be published (the next run tries again)."""
+        if self.store.status(command.request_id) is not None:
+            # Applied before it is released: a command is harmless twice (its command_id).
+            outcome = apply_command(parse_request_command(command.payload), self.lifecycle,
+                                    now)
+            self.held.release(command.command_id)
+            log.info("held_command_applied", request_id=command.request_id,
+                     command_id=command.command_id, command=command.command,
+                     result=str(outcome.result))
+            return "applied"
+        if now - command.held_at < self.policy.hold_commands_for:
+            return None
+        minutes = int(self.policy.hold_commands_for.total_seconds() // 60)
+        message = (f"request {command.request_id} was not accepted within {minutes} minutes "
+                   f"of its {command.command} command {command.command_id}")
+        headers = {**command.headers, "error_class": "UnknownRequest", "error_message": message,
+                   "origin_topic": command.origin_topic,
+                   "origin_partition": str(command.origin_partition),
+                   "origin_offset": str(command.origin_offset), "attempts": "1"}
+        self.store.record_deadletter(  # the same origin is recorded once: safe to repeat
+            request_id=command.request_id, origin_topic=command.origin_topic,
+            origin_partition=command.origin_partition, origin_offset=command.origin_offset,
+            error_class="UnknownRequest", message=message, payload=command.payload,
+            headers=headers, now=now, key=command.key)
+        try:
+            self.publish("requests_deadletter", command.key or command.request_id.encode(),
+                         command.payload, {k: v.encode() for k, v in headers.items()})
+        except Exception as exc:
+            log.error("deadletter_unpublished", request_id=command.request_id,
+                      command_id=command.command_id, error=f"{type(exc).__name__}: {exc}"[:500])
+            return None
+        self.held.release(command.command_id)
+        log.error("dead_lettered", topic=command.origin_topic,
+                  partition=command.origin_partition, offset=command.origin_offset,
+                  request_id=command.request_id, error="UnknownRequest")
+        return "expired"
 
     def _redrive(self, request_id: str, status: RequestState) -> bool:
         body = self.records.body(request_id)

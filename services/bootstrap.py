@@ -23,6 +23,7 @@ from scheduler.directory import Center, CenterDirectory, Delivery, default_direc
 from scheduler.directory_source import DirectorySource
 from scheduler.ews_delivery import EwsDelivery
 from scheduler.graph_delivery import GraphDelivery
+from scheduler.held_commands import HeldCommands
 from scheduler.invite_log import InviteLog
 from scheduler.jobs import Publish, TimedWork, TimedWorkPolicy
 from scheduler.lifecycle import Lifecycle
@@ -93,8 +94,7 @@ class Runtime:
             directory=self.directory_source,
             reminders=CenterReminders(OutboxReminders(self.settings.resolved_outbox_dir),
                                       self.deliveries),
-            publish=publish,
-            clock=self.clock, policy=policy)
+            publish=publish, clock=self.clock, held=HeldCommands(self.engine), policy=policy)
 
     def stages(self) -> Stages:
         ledger = SqlBookingLedger(self.engine, self.clock)
@@ -106,7 +106,7 @@ class Runtime:
                             join_url),
             invitation=Invitation(self.store, self.directory_source, self.deliveries,
                                   InviteLog(self.engine), ledger, self.clock),
-            commands=Commands(self.lifecycle(), self.clock),
+            commands=Commands(self.lifecycle(), self.clock, HeldCommands(self.engine)),
         )
 
 

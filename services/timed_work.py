@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -268,9 +269,11 @@ class KafkaRecordPublisher:
         self._topics = topics
         self._timeout = timeout
 
-    def __call__(self, topic: str, key: bytes, value: bytes) -> None:
+    def __call__(self, topic: str, key: bytes, value: bytes,
+                 headers: Mapping[str, bytes] | None = None) -> None:
         name = getattr(self._topics, topic)
-        self._producer.send(name, key=key, value=value).get(timeout=self._timeout)
+        self._producer.send(name, key=key, value=value,
+                            headers=list((headers or {}).items())).get(timeout=self._timeout)
 
     def close(self) -> None:
         self._producer.close()

@@ -23,6 +23,7 @@ from consumers.stages import Booking, Invitation, Submission
 from scheduler.delivery import DeliveryReceipt, Invite
 from scheduler.directory import CenterDirectory
 from scheduler.directory_source import DirectorySource
+from scheduler.held_commands import HeldCommands
 from scheduler.invite_log import InviteLog
 from scheduler.jobs import TimedWork, TimedWorkPolicy
 from scheduler.lifecycle import Lifecycle
@@ -109,14 +110,15 @@ class World:
             router=route, join_url=join_url)
 
     def timed_work(self, folder: Path,
-                   publish: Callable[[str, bytes, bytes], None] = lambda *_: None,
+                   publish: Callable[..., None] = lambda *_: None,
                    reminders: ReminderSender | None = None, **policy: Any) -> TimedWork:
         """The leader's timed work over this world, on its clock (reminders to the outbox
         ``folder`` unless ``reminders`` says otherwise; ``policy``: TimedWorkPolicy's)."""
         return TimedWork(store=self.store, ledger=self.ledger, records=self.records,
                          lifecycle=self.lifecycle(), directory=lambda: self.directory,
                          reminders=reminders or OutboxReminders(folder), publish=publish,
-                         clock=self.clock, policy=TimedWorkPolicy(**policy))
+                         clock=self.clock, held=HeldCommands(self.engine),
+                         policy=TimedWorkPolicy(**policy))
 
     def submit(self, body: dict[str, Any], *, until: int = 3) -> None:
         """Run the body through the first ``until`` stages (3 = booked and invited)."""

@@ -30,7 +30,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import func, select
 
 from scheduler.caldav_delivery import CalDavDelivery
-from scheduler.db import create_engine_for, invite_deliveries, meetings
+from scheduler.db import create_engine_for, deadletters, held_commands, invite_deliveries, meetings
 from scheduler.directory import default_directory_path
 from scheduler.request_store import RequestStore
 from services.broker import EmbeddedBroker
@@ -509,3 +509,24 @@ def test_cancel_and_reschedule_commands_published_to_kafka(pipeline: Pipeline) -
     assert after is not None and after.meeting is not None
     assert (after.meeting.uid, after.meeting.sequence) == (before.meeting.uid, 1)  # the update
     assert pipeline.count(meetings, status="active") == 1
+
+
+def test_a_cancel_published_before_its_request_cancels_it(pipeline: Pipeline) -> None:
+    """The commands agent reads the cancel first (the request is not yet published): it holds
+    it, and the intake cancels the request as it accepts it, so nobody is invited."""
+    pipeline.ready(pipeline.spawn("worker"))
+    early, other = pipeline.requests(2, "early-cancel")
+    cancel = {"command": "cancel", "request_id": early["request_id"], "command_id": "c-early",
+              "issued_at": datetime.now(UTC).isoformat()}
+    pipeline.producer.send(pipeline.topics.requests_commands,
+                           key=cancel["request_id"].encode(), value=json.dumps(cancel).encode())
+    pipeline.producer.flush()
+    wait_for(lambda: pipeline.count(held_commands) == 1, 30, "the cancel to be held")
+
+    pipeline.submit_requests([early, other])
+
+    assert pipeline.wait_final([early["request_id"], other["request_id"]]) == {
+        "cancelled": 1, "invited": 1}
+    assert pipeline.count(held_commands) == 0 and pipeline.count(deadletters) == 0
+    assert pipeline.count(meetings, request_id=early["request_id"]) == 0
+    assert len(pipeline.outbox(".ics")) == 1  # the other request's invite alone
