@@ -186,13 +186,29 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     summary = SimulationSummary()
     started = time.perf_counter()
 
+    seen: dict[str, str] = {}  # request_id -> the request, as JSON
+
     def valid_requests():  # type: ignore[no-untyped-def]
         for item in _requests(args.requests):
             if isinstance(item, BadLine):
                 _complain("simulate", item)
                 summary.invalid += 1
-            else:
+                continue
+            # As the pipeline does: the same request again is booked once; the same
+            # request_id with another body is refused.
+            body = item.model_dump_json()
+            earlier = seen.get(item.request_id)
+            if earlier is None:
+                seen[item.request_id] = body
                 yield item
+            elif earlier == body:
+                summary.duplicates += 1
+                print(f"fasttrack simulate: request_id {item.request_id!r} repeats an earlier "
+                      "request; booked once", file=sys.stderr)
+            else:
+                summary.invalid += 1
+                print(f"fasttrack simulate: request_id {item.request_id!r} was given earlier "
+                      "with a different body", file=sys.stderr)
 
     for count, line in enumerate(simulate(valid_requests(), directory, summary), start=1):
         _write(line)
@@ -293,8 +309,10 @@ def cmd_sample_requests(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _requests(path: str):  # type: ignore[no-untyped-def]
-    if path != "-" and not Path(path).is_file():
+    if path != "-" and not Path(path).exists():
         raise UsageError(f"{path}: no such file")
+    if path != "-" and Path(path).is_dir():
+        raise UsageError(f"{path}: is a directory; give a JSON or JSON Lines file")
     return read_requests(path)
 
 

@@ -29,23 +29,38 @@ def read_requests(path: str) -> Iterator[HelpRequest | BadLine]:
 
     When the first non-blank line is a whole JSON value the file is JSON Lines and is streamed,
     so 100,000 requests are never held in memory at once; otherwise the file is one document.
+    A line that is not UTF-8 is a bad line of its own; the others are read.
     """
     name = "<stdin>" if path == "-" else path
-    with sys.stdin if path == "-" else Path(path).open(encoding="utf-8") as handle:
+    with sys.stdin.buffer if path == "-" else Path(path).open("rb") as handle:
         lines = enumerate(handle, start=1)
-        found = next(((n, text) for n, text in lines if text.strip()), None)
+        found = next(((n, raw) for n, raw in lines if raw.strip()), None)
         if found is None:
             return
-        number, line = found
-        try:
-            first: Any = json.loads(line)
-        except json.JSONDecodeError:
-            yield _parse_document(line + handle.read(), name)
-            return
-        yield _parse(first, f"{name}:{number}")
-        for later, text in lines:
-            if text.strip():
-                yield _parse(text, f"{name}:{later}")
+        number, raw = found
+        line = _decoded(raw, f"{name}:{number}")
+        if isinstance(line, BadLine):
+            yield line
+        else:
+            try:
+                first: Any = json.loads(line)
+            except json.JSONDecodeError:
+                rest = _decoded(raw + handle.read(), name)
+                yield rest if isinstance(rest, BadLine) else _parse_document(rest, name)
+                return
+            yield _parse(first, f"{name}:{number}")
+        for later, raw in lines:
+            if raw.strip():
+                text = _decoded(raw, f"{name}:{later}")
+                yield text if isinstance(text, BadLine) else _parse(text, f"{name}:{later}")
+
+
+def _decoded(raw: bytes, where: str) -> str | BadLine:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return BadLine(where, InvalidMessage([FieldError(
+            "", f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start}")]))
 
 
 def _parse_document(text: str, where: str) -> HelpRequest | BadLine:

@@ -25,6 +25,7 @@ class SimulationSummary:
     booked: int = 0
     escalated: Counter[str] = field(default_factory=Counter)
     invalid: int = 0
+    duplicates: int = 0  # the same request again: the pipeline books it once
     waits_hours: list[float] = field(default_factory=list)
     meetings: dict[str, list[Meeting]] = field(default_factory=lambda: defaultdict(list))
 
@@ -57,11 +58,13 @@ class SimulationSummary:
     def as_dict(self, directory: CenterDirectory) -> dict[str, Any]:
         waits = sorted(self.waits_hours)
         return {
-            "requests": self.booked + sum(self.escalated.values()) + self.invalid,
+            "requests": self.booked + sum(self.escalated.values()) + self.invalid
+            + self.duplicates,
             "booked": self.booked,
             "escalated": sum(self.escalated.values()),
             "escalated_by_reason": dict(sorted(self.escalated.items())),
             "invalid": self.invalid,
+            "duplicates": self.duplicates,
             "median_wait_hours": round(statistics.median(waits), 2) if waits else None,
             "p90_wait_hours": round(waits[int(0.9 * (len(waits) - 1))], 2) if waits else None,
             "meetings_per_center": {c: len(m) for c, m in sorted(self.meetings.items())},
