@@ -29,6 +29,7 @@ from services.ops_kafka import KafkaObserver, KafkaUnavailable, total_lag
 from services.ops_queries import (
     deadletter_counts,
     escalations_by_reason,
+    held_commands_summary,
     oldest_open_deadletter,
     request_counts,
     stage_durations,
@@ -76,6 +77,7 @@ class OpsCollector(Collector):
         escalations = escalations_by_reason(self._engine)
         dead = deadletter_counts(self._engine)
         oldest = oldest_open_deadletter(self._engine)
+        held, held_since = held_commands_summary(self._engine)
         deliveries = _deliveries(self._engine)
 
         gauge = GaugeMetricFamily("fasttrack_requests", "Stored requests by current status, "
@@ -105,6 +107,12 @@ class OpsCollector(Collector):
         yield GaugeMetricFamily("fasttrack_deadletter_oldest_open_age_seconds",
                                 "Age of the oldest open dead letter (0 when none)",
                                 value=max(0.0, age))
+        yield GaugeMetricFamily("fasttrack_commands_held", "Commands waiting for their "
+                                "request to be accepted (dead-lettered after an hour)", value=held)
+        waited = (self._clock() - held_since).total_seconds() if held_since is not None else 0.0
+        yield GaugeMetricFamily("fasttrack_commands_held_oldest_age_seconds",
+                                "How long the oldest held command has waited (0 when none)",
+                                value=max(0.0, waited))
         attempts = CounterMetricFamily("fasttrack_invite_delivery_attempts",
                                        "Invite delivery attempts by backend", labels=["backend"])
         failures = CounterMetricFamily("fasttrack_invite_delivery_failures",

@@ -19,7 +19,14 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from scheduler.business_hours import is_open_at, is_working_day, next_opening
-from scheduler.db import deadletters, meetings, read_connection, request_events, requests
+from scheduler.db import (
+    deadletters,
+    held_commands,
+    meetings,
+    read_connection,
+    request_events,
+    requests,
+)
 from scheduler.directory import Center, CenterDirectory
 from scheduler.languages import resolve_language
 from scheduler.regions import region_of_country
@@ -182,6 +189,15 @@ def oldest_open_deadletter(engine: Engine) -> datetime | None:
         found = conn.execute(query).scalar_one_or_none()
     return None if found is None else found
 
+
+
+def held_commands_summary(engine: Engine) -> tuple[int, datetime | None]:
+    """How many commands wait for their request to be accepted, and since when the oldest
+    (scheduler.held_commands)."""
+    query = select(func.count(), func.min(held_commands.c.held_at))
+    with read_connection(engine) as conn:
+        count, oldest = conn.execute(query).one()
+    return int(count), oldest
 
 def deadletters_summary(engine: Engine, now: datetime) -> dict[str, Any]:
     """Open dead letters by error class, every state's count, and the oldest open one's age."""

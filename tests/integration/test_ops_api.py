@@ -21,6 +21,7 @@ from sqlalchemy import Engine, insert, select, text
 from consumers.routing import route
 from scheduler.db import create_engine_for, deadletters, meetings
 from scheduler.directory import default_directory
+from scheduler.held_commands import HeldCommand, HeldCommands
 from scheduler.request_store import RequestStore, canonical_body_hash
 from schemas.help_request import parse_help_request
 from services.api_keys import parse_api_keys
@@ -352,6 +353,9 @@ def test_the_collector_exposes_ledger_and_kafka_numbers_without_personal_data(op
     seed(ops.store, body("r-tw"), "invited", seconds=10)
     seed(ops.store, body("r-jp", "ja", "JP"), "escalated")
     dead_letter(ops)
+    HeldCommands(ops.engine).hold(HeldCommand(  # a cancel whose request has not come yet
+        "c-1", "r-later", "cancel", b"{}", b"r-later", {}, "t.requests.commands", 0, 3,
+        T0 - timedelta(minutes=2)))
     registry = CollectorRegistry()
     registry.register(OpsCollector(ops.engine, ops.observer, lambda: T0))
 
@@ -364,6 +368,8 @@ def test_the_collector_exposes_ledger_and_kafka_numbers_without_personal_data(op
     assert 'fasttrack_escalations_total{reason="no_capacity",stage="booking"} 1.0' in text
     assert 'fasttrack_deadletters{error_class="Unprocessable",state="open"} 1.0' in text
     assert "fasttrack_deadletter_oldest_open_age_seconds 300.0" in text
+    assert "fasttrack_commands_held 1.0" in text
+    assert "fasttrack_commands_held_oldest_age_seconds 120.0" in text
     assert 'fasttrack_ops_source_up{source="kafka"} 1.0' in text
     assert 'fasttrack_topic_end_offset{topic="' in text
     for private in ("r-tw", "Lin Mei", "mei@example.com", "Contoso", "bad-1"):
