@@ -141,18 +141,43 @@ _ZONES: frozenset[str] | None = None
 
 def semantic_errors(request: HelpRequest) -> list[FieldError]:
     """What the schema cannot say: an unknown IANA zone, an inverted preferred window."""
+    window = request.preferred_window
+    return _semantic(request.requester.timezone, window.earliest if window else None,
+                     window.latest if window else None)
+
+
+def _semantic(zone: object, earliest: datetime | None, latest: datetime | None,
+              ) -> list[FieldError]:
     global _ZONES
     if _ZONES is None:
         _ZONES = frozenset(available_timezones())
     errors: list[FieldError] = []
-    zone = request.requester.timezone
-    if zone is not None and zone not in _ZONES:
+    if isinstance(zone, str) and zone not in _ZONES:
         errors.append(FieldError("requester.timezone", f"unknown IANA time zone {zone!r}"))
-    window = request.preferred_window
-    if window and window.earliest and window.latest and window.latest <= window.earliest:
+    if earliest and latest and latest <= earliest:
         errors.append(FieldError("preferred_window.latest",
                                  "must be after preferred_window.earliest"))
     return errors
+
+
+def _raw_semantic_errors(data: dict[str, Any]) -> list[FieldError]:
+    """:func:`semantic_errors` on the request as received, for one the model refused on other
+    grounds: every bad field is named at once."""
+    requester, window = data.get("requester"), data.get("preferred_window")
+    zone = requester.get("timezone") if isinstance(requester, dict) else None
+    if not isinstance(window, dict):
+        return _semantic(zone, None, None)
+    return _semantic(zone, _instant(window.get("earliest")), _instant(window.get("latest")))
+
+
+def _instant(value: object) -> datetime | None:
+    if not isinstance(value, str) or not RFC3339_PATTERN.match(value):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def parse_help_request(raw: bytes | str | dict[str, Any]) -> HelpRequest:
@@ -171,7 +196,8 @@ def parse_help_request(raw: bytes | str | dict[str, Any]) -> HelpRequest:
     except InvalidMessage as exc:
         named = [_partner_named(e) for e in exc.errors]
         fields = {e.field for e in named}
-        raise InvalidMessage(named + [e for e in nulls if e.field not in fields]) from exc
+        raise InvalidMessage(named + [e for e in [*nulls, *_raw_semantic_errors(data)]
+                                      if e.field not in fields]) from exc
     errors = nulls + semantic_errors(request)
     if errors:
         raise InvalidMessage(errors)

@@ -149,6 +149,11 @@ def test_country_enum_is_the_iso_3166_table() -> None:
         pytest.param(variant(preferred_window={"earliest": "2026-11-25T01:00:00Z",
                                                "latest": "2026-11-24T01:00:00Z"}),
                      "preferred_window.latest", id="inverted-window"),
+        pytest.param(variant(topic="licensing", requester__timezone="Mars/Olympus"),
+                     "requester.timezone", id="zone-beside-another-error"),
+        pytest.param(variant(extra=1, preferred_window={"earliest": "2026-11-25T01:00:00z",
+                                                        "latest": "2026-11-25T08:00:00+08:00"}),
+                     "preferred_window.latest", id="inverted-window-beside-another-error"),
     ],
 )
 def test_errors_name_the_field(message: dict[str, Any], field: str) -> None:
@@ -156,6 +161,17 @@ def test_errors_name_the_field(message: dict[str, Any], field: str) -> None:
         parse_help_request(message)
     assert field in [e.field for e in caught.value.errors]
 
+
+
+def test_every_bad_field_is_named_at_once() -> None:
+    """The checks after the model report alongside the model's own errors; a value the model
+    refused for its form is not judged again."""
+    with pytest.raises(InvalidMessage) as caught:
+        parse_help_request(variant(topic="licensing", requester__timezone="Mars/Olympus",
+                                   preferred_window={"earliest": "tomorrow",
+                                                     "latest": "2026-11-24T01:00:00Z"}))
+    assert sorted(e.field for e in caught.value.errors) == [
+        "preferred_window.earliest", "requester.timezone", "topic"]
 
 def test_undecodable_bytes_are_an_invalid_message() -> None:
     with pytest.raises(InvalidMessage, match="not valid UTF-8 JSON"):
