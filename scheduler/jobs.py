@@ -432,7 +432,9 @@ class TimedWork:
             if claim.method == "REQUEST" and not (active and meeting.revision == claim.sequence
                                                   + 1):
                 continue  # that revision was replaced; its update is moot
-            backend = self.lifecycle.deliveries(meeting.center_id)
+            # Where it was claimed for, also when the center's backend changed since: a
+            # CANCEL must reach the calendar its meeting's REQUEST reached.
+            backend = backend_named(self.lifecycle, meeting.center_id, claim.backend)
             resend(self.lifecycle, meeting, request, claim.method,  # type: ignore[arg-type]
                    claim.sequence, backend, now)
             resent += 1

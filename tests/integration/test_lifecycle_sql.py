@@ -317,3 +317,29 @@ def test_a_cancel_cut_short_leaves_the_meeting_and_the_status_as_they_were(
     status = world.store.status("r-1")
     assert status is not None and status.status is RequestState.CANCELLED
     assert world.ledger.meeting_for("r-1") is None
+
+
+@pytest.mark.parametrize("change", ["reschedule", "cancel"])
+def test_a_failed_message_is_sent_again_through_the_backend_it_was_claimed_for(
+        engine: Engine, tmp_path: Path, change: str) -> None:
+    """The center's backend changed between the failure and the retry: the retry goes where
+    the meeting's invites went (a CANCEL must reach the calendar the REQUEST reached)."""
+    first = Refusing()
+    world = World(engine, make_directory(("taipei",)), NOW, first)
+    world.submit(help_request("r-1"))
+    world.now = LATER
+    first.refusals = 1
+    if change == "reschedule":
+        reschedule("r-1", NEXT_WEEK, world.lifecycle(), LATER)
+    else:
+        cancel("r-1", world.lifecycle(), LATER)
+    world.delivery = RecordingDelivery(name="smtp")  # the directory gave the center another
+
+    world.now = LATER + timedelta(minutes=5)
+    work = world.timed_work(tmp_path)
+    work.lifecycle.earlier_backend = lambda center_id, name: first if name == first.name else None
+    assert work.reconcile()["resent"] == 1
+
+    method = "REQUEST" if change == "reschedule" else "CANCEL"
+    assert [p.method for p in first.parsed()] == ["REQUEST", method]
+    assert world.delivery.invites == []
