@@ -26,12 +26,19 @@ from pydantic import ValidationError
 from consumers.envelope import MAX_RECORD_BYTES, Emit, Origin, Unprocessable, encode
 from consumers.routing import route
 from scheduler.booking import JoinUrl, book, first_choice_specialists
+from scheduler.db import lock_requests
 from scheduler.delivery import DeliveryFailed, DeliveryReceipt, Invite, InviteDelivery
 from scheduler.delivery_retry import send_with_retry
 from scheduler.directory import CenterDirectory
 from scheduler.directory_source import DirectoryFeed
-from scheduler.held_commands import HeldCommand, HeldCommands
-from scheduler.held_commands import take as take_held
+from scheduler.held_commands import (
+    CommandIdReused,
+    HeldCommand,
+    HeldCommands,
+    Hold,
+    ready_for,
+    take_cancels,
+)
 from scheduler.invite_log import InviteLog, InviteLogRow
 from scheduler.invites import build_imip_message, build_invite
 from scheduler.ledger import BookingLedger, MeetingLinks
@@ -45,7 +52,7 @@ from scheduler.request_store import (
     canonical_body_hash,
 )
 from scheduler.sql_ledger import LockedElsewhere
-from schemas.commands import CommandKind, RequestCommand, parse_request_command
+from schemas.commands import RequestCommand, parse_request_command
 from schemas.errors import InvalidMessage
 from schemas.events import (
     InviteDelivered,
@@ -129,9 +136,11 @@ class Submission:
                                 marks_request=False)
         if outcome.kind is Acceptance.DUPLICATE and outcome.status is not RequestState.ACCEPTED:
             return self._resend(request) if outcome.status is RequestState.ROUTED else []
+        routed = self._route(request, now)  # pure: outside the write transaction
         with self.store.transaction() as conn:
-            held = take_held(conn, [request.request_id])
-            change, emits = self._start(request, held, now)
+            lock_requests(conn, [request.request_id])
+            held = take_cancels(conn, [request.request_id])
+            change, emits = self._start(request, held, now, routed)
             self.store.advance_many(conn, [change])
         _log_held(held, change)
         return emits
@@ -143,13 +152,15 @@ class Submission:
         now = self.clock()
         try:
             with self.store.transaction() as conn:
-                stored = self.store.stored(conn, first)
+                lock_requests(conn, first)  # against a command held for them meanwhile
+                stored, cancelled = self.store.stored(conn, first)
                 new = [i for rid, i in first.items() if rid not in stored]
                 self.store.insert_accepted(conn, [
                     (parsed[i][1], canonical_body_hash(parsed[i][0]), parsed[i][0])
                     for i in new], now)
                 held: dict[str, list[HeldCommand]] = {}
-                for command in take_held(conn, [parsed[i][1].request_id for i in new]):
+                for command in take_cancels(conn, cancelled.intersection(
+                        parsed[i][1].request_id for i in new)):
                     held.setdefault(command.request_id, []).append(command)
                 started = {i: self._start(parsed[i][1], held.get(parsed[i][1].request_id, []),
                                           now) for i in new}
@@ -167,16 +178,16 @@ class Submission:
                 batch.settle(index, emits)
         return batch.finish(self.handle)
 
-    def _start(self, request: HelpRequest, held: Sequence[HeldCommand],
-               now: datetime) -> tuple[Advance, list[Emit]]:
+    def _start(self, request: HelpRequest, held: Sequence[HeldCommand], now: datetime,
+               routed: tuple[Advance, Emit] | None = None) -> tuple[Advance, list[Emit]]:
         """A new request's first step: cancelled, by a cancel that came before it
-        (:mod:`scheduler.held_commands`), or routed."""
-        cancel = next((c for c in held if c.command == CommandKind.CANCEL.value), None)
-        if cancel is not None:
+        (:mod:`scheduler.held_commands`), or routed (``routed``, if already decided)."""
+        if held:
+            cancel = held[0]
             return Advance(request.request_id, RequestState.CANCELLED, now, {
                 "reason": "command", "command_id": cancel.command_id,
                 "held_since": utc_z(cancel.held_at)}), []
-        change, emit = self._route(request, now)
+        change, emit = routed or self._route(request, now)
         return change, [emit]
 
     def _route(self, request: HelpRequest, now: datetime) -> tuple[Advance, Emit]:
@@ -466,32 +477,34 @@ class Commands:
         except InvalidMessage as exc:
             raise Unprocessable(f"not a valid RequestCommand v1: {exc}",
                                 marks_request=False) from exc
+        status = self.lifecycle.store.status(command.request_id)
+        if not ready_for(command.command.value, status.status if status else None) \
+                and self._hold(command, value, origin) is not Hold.READY:
+            return []  # held until its request can take it (scheduler.held_commands)
         try:
             outcome = apply_command(command, self.lifecycle, self.clock())
-        except UnknownRequest:
-            # Not accepted yet: its request may still be on its way (scheduler.held_commands).
-            if not self._hold(command, value, origin):
-                return []
-            outcome = apply_command(command, self.lifecycle, self.clock())
+        except UnknownRequest as exc:  # not possible once ready: a request is never removed
+            raise Unprocessable(str(exc), command.request_id, marks_request=False) from exc
         log.info("command_applied", request_id=command.request_id, command=command.command,
                  result=str(outcome.result))
         return []
 
-    def _hold(self, command: RequestCommand, value: bytes, origin: Origin) -> bool:
-        """Hold a command whose request is not accepted; True when the request was accepted
-        meanwhile and the command was released again, for this caller to apply."""
-        held = self.held.hold(HeldCommand(
-            command_id=command.command_id, request_id=command.request_id,
-            command=command.command.value, payload=value, key=origin.key,
-            headers={k: v.decode("utf-8", "replace") for k, v in origin.headers.items()},
-            origin_topic=origin.topic, origin_partition=origin.partition,
-            origin_offset=origin.offset, held_at=self.clock()))
-        if self.lifecycle.store.status(command.request_id) is None:
-            if held:
-                log.info("command_held", request_id=command.request_id,
-                         command_id=command.command_id, command=command.command)
-            return False
-        return self.held.release(command.command_id)  # else the intake took it, and applied it
+    def _hold(self, command: RequestCommand, value: bytes, origin: Origin) -> Hold:
+        """Hold a command its request cannot take yet (not accepted; a reschedule's not
+        booked), unless it can by now (:data:`Hold.READY`)."""
+        try:
+            hold = self.held.hold(HeldCommand(
+                command_id=command.command_id, request_id=command.request_id,
+                command=command.command.value, payload=value, key=origin.key,
+                headers={k: v.decode("utf-8", "replace") for k, v in origin.headers.items()},
+                origin_topic=origin.topic, origin_partition=origin.partition,
+                origin_offset=origin.offset, held_at=self.clock()))
+        except CommandIdReused as exc:
+            raise Unprocessable(str(exc), command.request_id, marks_request=False) from exc
+        if hold is Hold.HELD:
+            log.info("command_held", request_id=command.request_id,
+                     command_id=command.command_id, command=command.command)
+        return hold
 
     def handle_batch(self, records: Sequence[Record]) -> list[Outcome]:
         """Commands are rare and each is its own transaction: one at a time."""
@@ -542,15 +555,12 @@ def _routed(request: HelpRequest, decision: RoutingDecision) -> Emit:
 
 
 def _log_held(held: Sequence[HeldCommand], change: Advance) -> None:
-    """Say what became of the commands held for a request the intake has just accepted."""
+    """Say what became of the cancels held for a request the intake has just accepted."""
     for command in held:
-        if change.status is RequestState.CANCELLED:
-            result = ("cancelled" if (change.detail or {}).get("command_id") == command.command_id
-                      else "already_cancelled")
-        else:  # a reschedule: nothing is booked yet, so there is nothing to move
-            result = "not_changeable"
+        applied = (change.detail or {}).get("command_id") == command.command_id
         log.info("held_command_applied", request_id=command.request_id,
-                 command_id=command.command_id, command=command.command, result=result)
+                 command_id=command.command_id, command=command.command,
+                 result="cancelled" if applied else "already_cancelled")
 
 
 _Event = TypeVar("_Event", RequestRouted, MeetingBooked)

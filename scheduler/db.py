@@ -292,6 +292,22 @@ def lock_specialists(conn: Connection, specialist_ids: Iterable[str]) -> list[st
     return ordered
 
 
+
+def lock_requests(conn: Connection, request_ids: Iterable[str]) -> None:
+    """Queue this transaction behind others that accept, or hold a command for, the same
+    requests (PostgreSQL; SQLite already serialises writers), in ascending id order.
+
+    Under READ COMMITTED, a transaction that accepts a request and then reads the commands
+    held for it, and one that holds a command after finding no request, can each miss the
+    other's uncommitted row (scheduler.held_commands); with the lock, the second to come sees
+    what the first committed.
+    """
+    ordered = sorted(set(request_ids))
+    if ordered and conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
+                          "FROM unnest(CAST(:keys AS text[])) AS k"),
+                     {"keys": [f"fasttrack.request:{rid}" for rid in ordered]})
+
 def try_lock_specialist(conn: Connection, specialist_id: str) -> bool:
     """:func:`lock_specialist` if no other transaction holds it; False instead of waiting."""
     if conn.dialect.name != "postgresql":

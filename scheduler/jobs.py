@@ -70,7 +70,8 @@ class TimedWorkPolicy:
     reminders: Mapping[str, timedelta] = field(default_factory=lambda: dict(DEFAULT_OFFSETS))
     booking_sla: timedelta = timedelta(minutes=15)
     stale_after: timedelta = timedelta(minutes=2)  # in flight this long: re-drive it
-    #: A command whose request has not been accepted this long is dead-lettered.
+    #: A command its request could not take this long (not accepted; a reschedule's not
+    #: booked) is dead-lettered.
     hold_commands_for: timedelta = timedelta(hours=1)
 
     def __post_init__(self) -> None:
@@ -314,10 +315,10 @@ class TimedWork:
         now = self.clock()
         counts = {"redriven": 0, "orphans": 0, "updates": 0, "resent": 0,
                   "commands_applied": 0, "commands_expired": 0}
-        for command in self.held.held_since(now - self.policy.stale_after):
-            result = self._settle_held(command, now)
-            if result is not None:
-                counts[f"commands_{result}"] += 1
+        counts["commands_applied"] = self._each_held(
+            self.held.ready(now - self.policy.stale_after), self._apply_held, now)
+        counts["commands_expired"] = self._each_held(
+            self.held.waiting(now - self.policy.hold_commands_for), self._expire_held, now)
         self._redriven = {request_id: at for request_id, at in self._redriven.items()
                           if now - at < self.policy.stale_after}  # the rest may go again
         for pending in self.store.non_final(now - self.policy.stale_after):
@@ -337,46 +338,62 @@ class TimedWork:
             log.info("reconciled", **counts)
         return counts
 
-    def _settle_held(self, command: HeldCommand, now: datetime) -> str | None:
-        """Apply a held command whose request is known by now (the intake and the commands
-        stage can both miss it in a race), or dead-letter it once it has waited
-        ``hold_commands_for``; None while it still waits, or when its dead letter could not
-        be published (the next run tries again)."""
-        if self.store.status(command.request_id) is not None:
-            # Applied before it is released: a command is harmless twice (its command_id).
-            outcome = apply_command(parse_request_command(command.payload), self.lifecycle,
-                                    now)
-            self.held.release(command.command_id)
-            log.info("held_command_applied", request_id=command.request_id,
-                     command_id=command.command_id, command=command.command,
-                     result=str(outcome.result))
-            return "applied"
-        if now - command.held_at < self.policy.hold_commands_for:
-            return None
+    @staticmethod
+    def _each_held(commands: list[HeldCommand],
+                   settle: Callable[[HeldCommand, datetime], bool], now: datetime) -> int:
+        """``settle`` each command; one that fails is logged and left held, and the others
+        (and the rest of reconciliation) go on."""
+        settled = 0
+        for command in commands:
+            try:
+                settled += settle(command, now)
+            except Exception as exc:
+                log.error("held_command_failed", request_id=command.request_id,
+                          command_id=command.command_id,
+                          error=f"{type(exc).__name__}: {exc}"[:500])
+        return settled
+
+    def _apply_held(self, command: HeldCommand, now: datetime) -> bool:
+        """Apply a held command its request can take by now (a race left it held, or a
+        reschedule waited for the booking), then release it: a command is harmless twice
+        (its command_id), so a crash in between only applies it again."""
+        outcome = apply_command(parse_request_command(command.payload), self.lifecycle, now)
+        self.held.release(command.command_id)
+        log.info("held_command_applied", request_id=command.request_id,
+                 command_id=command.command_id, command=command.command,
+                 result=str(outcome.result))
+        return True
+
+    def _expire_held(self, command: HeldCommand, now: datetime) -> bool:
+        """Dead-letter a command that waited ``hold_commands_for`` in vain: in the table in
+        the transaction that stops holding it, then on the topic (if that fails, ops still
+        see it in the table, and can redrive it from there)."""
         minutes = int(self.policy.hold_commands_for.total_seconds() // 60)
-        message = (f"request {command.request_id} was not accepted within {minutes} minutes "
-                   f"of its {command.command} command {command.command_id}")
-        headers = {**command.headers, "error_class": "UnknownRequest", "error_message": message,
+        known = self.store.status(command.request_id) is not None
+        error_class = "RequestNotBooked" if known else "UnknownRequest"
+        message = (f"request {command.request_id} was not "
+                   f"{'booked' if known else 'accepted'} within {minutes} minutes of its "
+                   f"{command.command} command {command.command_id}")
+        headers = {**command.headers, "error_class": error_class, "error_message": message,
                    "origin_topic": command.origin_topic,
                    "origin_partition": str(command.origin_partition),
                    "origin_offset": str(command.origin_offset), "attempts": "1"}
-        self.store.record_deadletter(  # the same origin is recorded once: safe to repeat
-            request_id=command.request_id, origin_topic=command.origin_topic,
-            origin_partition=command.origin_partition, origin_offset=command.origin_offset,
-            error_class="UnknownRequest", message=message, payload=command.payload,
-            headers=headers, now=now, key=command.key)
+        if not self.held.expire(command.command_id, lambda conn: self.store.add_deadletter(
+                conn, request_id=command.request_id, origin_topic=command.origin_topic,
+                origin_partition=command.origin_partition, origin_offset=command.origin_offset,
+                error_class=error_class, message=message, payload=command.payload,
+                headers=headers, now=now, key=command.key)):
+            return False  # the intake took it meanwhile
+        log.error("dead_lettered", topic=command.origin_topic,
+                  partition=command.origin_partition, offset=command.origin_offset,
+                  request_id=command.request_id, error=error_class)
         try:
             self.publish("requests_deadletter", command.key or command.request_id.encode(),
                          command.payload, {k: v.encode() for k, v in headers.items()})
         except Exception as exc:
             log.error("deadletter_unpublished", request_id=command.request_id,
                       command_id=command.command_id, error=f"{type(exc).__name__}: {exc}"[:500])
-            return None
-        self.held.release(command.command_id)
-        log.error("dead_lettered", topic=command.origin_topic,
-                  partition=command.origin_partition, offset=command.origin_offset,
-                  request_id=command.request_id, error="UnknownRequest")
-        return "expired"
+        return True
 
     def _redrive(self, request_id: str, status: RequestState) -> bool:
         body = self.records.body(request_id)

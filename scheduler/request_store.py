@@ -19,10 +19,29 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Update, and_, bindparam, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Update,
+    and_,
+    bindparam,
+    insert,
+    null,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from scheduler.db import deadletters, meetings, read_connection, request_events, requests
+from scheduler.db import (
+    deadletters,
+    held_commands,
+    meetings,
+    read_connection,
+    request_events,
+    requests,
+)
 from schemas.events import utc_z
 from schemas.help_request import HelpRequest
 
@@ -180,8 +199,14 @@ def _supersedes(new: RequestState, current: RequestState) -> bool:
 # ``in_(list)``), each was constructed, coerced and keyed for the compiled cache again: at the
 # batches of one or two records a steady load brings, that was most of a statement's cost
 # (docs/performance.md, round 8). The lists are expanding bind parameters.
-_STORED = (select(requests.c.request_id, requests.c.body_hash, requests.c.status)
-           .where(requests.c.request_id.in_(bindparam("ids", expanding=True))))
+# The stored requests and, marked by a NULL body hash, the requests with a cancel held for
+# them (scheduler.held_commands): what the intake reads before accepting, in one statement.
+_STORED_OR_HELD = union_all(
+    select(requests.c.request_id, requests.c.body_hash, requests.c.status)
+    .where(requests.c.request_id.in_(bindparam("ids", expanding=True))),
+    select(held_commands.c.request_id, null().label("body_hash"), null().label("status"))
+    .where(held_commands.c.request_id.in_(bindparam("ids", expanding=True)),
+           held_commands.c.command == "cancel"))
 _STATUSES = (select(requests.c.request_id, requests.c.status)
              .where(requests.c.request_id.in_(bindparam("ids", expanding=True))))
 _STATUSES_FOR_UPDATE = _STATUSES.with_for_update()
@@ -261,13 +286,21 @@ class RequestStore:
         with read_connection(self._engine) as conn:
             yield conn
 
-    def stored(self, conn: Connection,
-               request_ids: Collection[str]) -> dict[str, tuple[str, RequestState]]:
-        """(body hash, status) of the requests among ``request_ids`` that are stored."""
+    def stored(self, conn: Connection, request_ids: Collection[str],
+               ) -> tuple[dict[str, tuple[str, RequestState]], set[str]]:
+        """(body hash, status) of the requests among ``request_ids`` that are stored, and
+        those with a cancel held for them (:mod:`scheduler.held_commands`; the caller holds
+        their locks: :func:`scheduler.db.lock_requests`)."""
         if not request_ids:
-            return {}
-        return {r.request_id: (r.body_hash, RequestState(r.status))
-                for r in conn.execute(_STORED, {"ids": list(request_ids)})}
+            return {}, set()
+        stored: dict[str, tuple[str, RequestState]] = {}
+        held: set[str] = set()
+        for r in conn.execute(_STORED_OR_HELD, {"ids": list(request_ids)}):
+            if r.body_hash is None:
+                held.add(r.request_id)
+            else:
+                stored[r.request_id] = (r.body_hash, RequestState(r.status))
+        return stored, held
 
     def insert_accepted(self, conn: Connection,
                         items: Sequence[tuple[HelpRequest, str, Mapping[str, Any] | None]],
@@ -483,6 +516,28 @@ class RequestStore:
             if existing is None:
                 raise
             return int(existing)
+
+    def add_deadletter(
+        self, conn: Connection, *, request_id: str | None, origin_topic: str,
+        origin_partition: int, origin_offset: int, error_class: str, message: str,
+        payload: bytes, headers: Mapping[str, str], now: datetime, attempts: int = 1,
+        key: bytes | None = None,
+    ) -> int:
+        """:meth:`record_deadletter` in the caller's transaction: the one from the same
+        origin is found first, so a repeat never aborts that transaction."""
+        existing = conn.execute(select(deadletters.c.id).where(
+            deadletters.c.origin_topic == origin_topic,
+            deadletters.c.origin_partition == origin_partition,
+            deadletters.c.origin_offset == origin_offset)).scalar_one_or_none()
+        if existing is not None:
+            return int(existing)
+        return int(conn.execute(insert(deadletters).values(
+            request_id=request_id, origin_topic=origin_topic,
+            origin_partition=origin_partition, origin_offset=origin_offset,
+            error_class=error_class, message=message, payload=payload,
+            headers=canonical_json(dict(headers)), attempts=attempts, at=now,
+            state="open", updated_at=now, record_key=key,
+        ).returning(deadletters.c.id)).scalar_one())
 
     def list_deadletters(self, state: str | None = "open", request_id: str | None = None,
                          limit: int = 100) -> list[DeadLetter]:

@@ -87,7 +87,9 @@ class Runtime:
     def timed_work(self, publish: Publish) -> TimedWork:
         """Reminders, the booking SLA and reconciliation; ``publish`` re-drives stuck requests."""
         policy = TimedWorkPolicy(reminders=self.settings.reminder_offsets(),
-                                 booking_sla=timedelta(minutes=self.settings.booking_sla_minutes))
+                                 booking_sla=timedelta(minutes=self.settings.booking_sla_minutes),
+                                 hold_commands_for=timedelta(
+                                     minutes=self.settings.hold_commands_minutes))
         return TimedWork(
             store=self.store, ledger=SqlBookingLedger(self.engine, self.clock),
             records=LifecycleRecords(self.engine), lifecycle=self.lifecycle(),

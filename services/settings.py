@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     api_keys: str | None = None
     workers: int = Field(default=1, ge=1, le=32)
     booking_sla_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    # A command its request cannot take yet (scheduler.held_commands) is held this long.
+    hold_commands_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
     reminders: str = "24h=1440,1h=60"  # name=minutes before the meeting, comma-separated
     # A stage takes up to this many records at once (one transaction for the lot) ...
     batch_max_records: int = Field(default=500, ge=1, le=10_000)
