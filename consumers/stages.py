@@ -146,7 +146,8 @@ class Submission:
         return emits
 
     def handle_batch(self, records: Sequence[Record]) -> list[Outcome]:
-        """New requests: accept and route the whole batch in one transaction."""
+        """New requests, and those the gateway stored as accepted before publishing them:
+        accept and route the whole batch in one transaction."""
         batch = Batch(records)
         parsed, first = batch.decode(_parse_submission, lambda parsed: parsed[1].request_id)
         now = self.clock()
@@ -154,25 +155,30 @@ class Submission:
             with self.store.transaction() as conn:
                 lock_requests(conn, first)  # against a command held for them meanwhile
                 stored, cancelled = self.store.stored(conn, first)
+                hashes = {i: canonical_body_hash(parsed[i][0]) for i in first.values()}
                 new = [i for rid, i in first.items() if rid not in stored]
+                # Stored by the gateway with this very body, and not yet routed (the same as
+                # handle() does for them, without its two transactions a record).
+                waiting = [i for rid, i in first.items()
+                           if stored.get(rid) == (hashes[i], RequestState.ACCEPTED)]
                 self.store.insert_accepted(conn, [
-                    (parsed[i][1], canonical_body_hash(parsed[i][0]), parsed[i][0])
-                    for i in new], now)
+                    (parsed[i][1], hashes[i], parsed[i][0]) for i in new], now)
                 held: dict[str, list[HeldCommand]] = {}
                 for command in take_cancels(conn, cancelled.intersection(
-                        parsed[i][1].request_id for i in new)):
+                        parsed[i][1].request_id for i in new + waiting)):
                     held.setdefault(command.request_id, []).append(command)
                 started = {i: self._start(parsed[i][1], held.get(parsed[i][1].request_id, []),
-                                          now) for i in new}
-                self.store.advance_many(  # inserted just now: accepted, and locked
-                    conn, [change for change, _ in started.values()],
+                                          now) for i in new + waiting}
+                self.store.advance_many(  # inserted just now: accepted, and locked; the
+                    conn, [change for change, _ in started.values()],  # gateway's are read
                     locked={parsed[i][1].request_id: RequestState.ACCEPTED for i in new})
         except Exception as exc:
             log.warning("batch_one_by_one", stage="intake", records=len(records),
                         error=type(exc).__name__)
             batch.one_by_one.extend(first.values())
         else:
-            batch.one_by_one.extend(i for rid, i in first.items() if rid in stored)
+            batch.one_by_one.extend(i for rid, i in first.items()
+                                    if rid in stored and i not in started)
             for index, (change, emits) in started.items():
                 _log_held(held.get(change.request_id, []), change)
                 batch.settle(index, emits)

@@ -27,8 +27,9 @@ from scheduler.directory import default_directory
 from scheduler.directory_source import DirectorySource
 from scheduler.invite_log import InviteLog
 from scheduler.outbox import OutboxDelivery
-from scheduler.request_store import RequestState, RequestStore
+from scheduler.request_store import RequestState, RequestStore, canonical_body_hash
 from scheduler.sql_ledger import LockedElsewhere, SqlBookingLedger
+from schemas.help_request import parse_help_request
 from services.bootstrap import join_url
 from services.sample_requests import sample_requests
 
@@ -146,6 +147,28 @@ def test_a_batch_does_exactly_what_one_record_at_a_time_does(
     assert line.one_by_one == {"submission": 0, "booking": 0, "invitation": 0}
     statuses = {row[1] for row in database_state(engine)["requests"]}
     assert statuses <= {"invited", "escalated"} and "invited" in statuses
+
+
+def test_requests_the_gateway_stored_are_routed_in_the_batch(
+        engine: Engine, reference: Line, tmp_path: Path) -> None:
+    """The gateway stores a request as accepted, then publishes it: the intake routes those
+    in its batch too, exactly as one at a time (one transaction for the lot, not two a
+    record)."""
+    values = mix(40, prefix="gw")
+    line = Line(engine, tmp_path / "outbox")
+    for store in (reference.store, line.store):
+        for value in values:
+            body = json.loads(value)
+            store.accept(parse_help_request(body), canonical_body_hash(body), NOW, body)
+
+    expected = reference.run(values, batch=False)
+    emitted = line.run(values, batch=True)
+
+    for stage, (got, want) in enumerate(zip(emitted, expected, strict=True)):
+        assert normalized(got, line.outbox) == normalized(want, reference.outbox), stage
+    assert database_state(engine) == database_state(reference.engine)
+    assert line.one_by_one == {"submission": 0, "booking": 0, "invitation": 0}
+    assert reference.one_by_one["submission"] == 40
 
 
 def test_what_is_not_new_is_set_aside_and_answered_as_before(engine: Engine,
