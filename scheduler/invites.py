@@ -5,9 +5,10 @@ Pure rendering: every input, the clock included, is passed in. The words are
 a property, parameter or component of its own.
 
 What is costly and always the same is remembered, never changing a byte of the output: each
-zone's VTIMEZONE per span of years, and the last invites :func:`build_invite` rendered (so
-:func:`build_imip_message`, called right after with the same bytes, need not parse them or word
-them again).
+zone's VTIMEZONE per span of years, the content lines many invites share (a slot's times, a
+center's ORGANIZER, a specialist's ATTENDEE), and the last invites :func:`build_invite`
+rendered (so :func:`build_imip_message`, called right after with the same bytes, need not parse
+them or word them again).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from email.policy import Compat32
 from email.utils import format_datetime as rfc5322_date
 from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from icalendar import Calendar, Event, Timezone, vCalAddress
+from icalendar.caselessdict import canonsort_keys
 
 from scheduler.directory import Center
-from scheduler.ical_lines import ical_bytes
+from scheduler.ical_lines import property_line, property_line_and_tzid
 from scheduler.invite_addressing import address_headers, invite_attendees, message_id
 from scheduler.invite_values import InvalidInvite, header_text, mailto, one_line
 from scheduler.invite_wording import InviteText, Method, handover_text, invite_text
@@ -55,37 +58,46 @@ def build_invite(meeting: Meeting, request: HelpRequest, center: Center, *, sequ
     ``only_specialist``: the CANCEL that removes the meeting's specialist alone, when the
     meeting was handed over to another specialist (RFC 5546 §3.2.5: the removed attendee is
     sent a CANCEL with the update's SEQUENCE; the others get the REQUEST).
+
+    The bytes are those of an icalendar ``Calendar`` holding one ``Event`` (every property
+    added with ``add``) after ``add_missing_timezones`` for the meeting's years, written by
+    ``to_ical()``: the same lines in the same order (a property test compares the two). Each
+    line is icalendar's (:func:`scheduler.ical_lines.property_line`), and the lines that many
+    invites share (the calendar's head, the slot's times, the center's ORGANIZER, a
+    specialist's ATTENDEE, a language's SUMMARY, each VTIMEZONE) are written once.
     """
     _check(method, sequence, now, only_specialist)
     text = _words(meeting, request, center, method, sequence, only_specialist)
-    zone = center.zone
-    event = Event()
-    event.add("uid", meeting.uid)
-    event.add("dtstamp", now.astimezone(UTC))
-    event.add("sequence", sequence)
-    event.add("dtstart", meeting.start.astimezone(zone))
-    event.add("dtend", meeting.end.astimezone(zone))
-    event.add("summary", text.summary, parameters={"LANGUAGE": meeting.language})
-    event.add("description", text.description(), parameters={"LANGUAGE": meeting.language})
-    event.add("status", "CANCELLED" if method == "CANCEL" else "CONFIRMED")
-    event.add("transp", "OPAQUE")
-    event.add("organizer", vCalAddress.new(mailto(center.mailbox, "center.mailbox"),
-                                           cn=one_line(center.name)))
-    for who in invite_attendees(meeting, request, center, only_specialist=only_specialist):
-        event.add("attendee", vCalAddress.new(
-            mailto(who.email, who.field), cn=one_line(who.name), cutype="INDIVIDUAL",
-            role="REQ-PARTICIPANT", partstat="NEEDS-ACTION", rsvp=True))
+    language = meeting.language
+    dtstart, tzid = _zoned_line("DTSTART", meeting.start, center.zone)
+    dtend, end_tzid = _zoned_line("DTEND", meeting.end, center.zone)
+    event: dict[str, list[bytes]] = {
+        "SUMMARY": [_shared_line("SUMMARY", text.summary, language)],
+        "DTSTART": [dtstart],
+        "DTEND": [dtend],
+        "DTSTAMP": [_stamp_line(now.astimezone(UTC))],
+        "UID": [property_line("UID", meeting.uid)],
+        "SEQUENCE": [_shared_line("SEQUENCE", sequence)],
+        "ATTENDEE": [_address_line("ATTENDEE", who.email, who.field, who.name)
+                     for who in invite_attendees(meeting, request, center,
+                                                 only_specialist=only_specialist)],
+        "DESCRIPTION": [property_line("DESCRIPTION", text.description(),
+                                      {"LANGUAGE": language})],
+        "ORGANIZER": [_address_line("ORGANIZER", center.mailbox, "center.mailbox",
+                                    center.name)],
+        "STATUS": [_shared_line("STATUS", "CANCELLED" if method == "CANCEL" else "CONFIRMED")],
+        "TRANSP": [_shared_line("TRANSP", "OPAQUE")],
+    }
     if text.join_url:
-        event.add("location", text.join_url)
-        event.add("url", text.join_url)
-    calendar = Calendar()
-    calendar.add("prodid", PRODID)
-    calendar.add("version", "2.0")
-    calendar.add("calscale", "GREGORIAN")
-    calendar.add("method", method)
-    calendar.add_component(event)
-    ics = _to_ical_with_timezones(calendar, first_date=date(meeting.start.year, 1, 1),
-                                  last_date=date(meeting.end.year + 1, 1, 1))
+        event["LOCATION"] = [property_line("LOCATION", text.join_url)]
+        event["URL"] = [property_line("URL", text.join_url)]
+    first_date, last_date = date(meeting.start.year, 1, 1), date(meeting.end.year + 1, 1, 1)
+    timezones = [ical for zone in dict.fromkeys((tzid, end_tzid)) if zone and zone != "UTC"
+                 and (ical := _vtimezone_ical(zone, first_date, last_date)) is not None]
+    ics = b"".join((_calendar_head(method), *timezones, b"BEGIN:VEVENT\r\n",
+                    *(line + b"\r\n" for name in _event_order(tuple(event))
+                      for line in event[name]),
+                    b"END:VEVENT\r\nEND:VCALENDAR\r\n"))
     if _PLAIN_UID.fullmatch(meeting.uid):
         _remember(ics, _Rendered(method, meeting.uid, sequence, (meeting, request, center),
                                  only_specialist, text))
@@ -221,32 +233,53 @@ def _recall(ics: bytes) -> _Rendered | None:
         return _rendered.get(ics)
 
 
-# -- VTIMEZONE components -----------------------------------------------------------------------
+# -- content lines, VTIMEZONE components --------------------------------------------------------
 
 
-def _to_ical_with_timezones(calendar: Calendar, first_date: date, last_date: date) -> bytes:
-    """``calendar.add_missing_timezones(first_date, last_date)`` then ``calendar.to_ical()``
-    (icalendar 7.x), for a calendar without VTIMEZONEs, with every VTIMEZONE from a cache and
-    the lines folded by :func:`scheduler.ical_lines.ical_bytes`.
+@lru_cache(maxsize=8)
+def _calendar_head(method: str) -> bytes:
+    """``BEGIN:VCALENDAR`` and the calendar's properties, in ``Calendar.canonical_order``."""
+    properties = {"PRODID": PRODID, "VERSION": "2.0", "CALSCALE": "GREGORIAN", "METHOD": method}
+    lines = [property_line(name, properties[name])
+             for name in canonsort_keys(properties, Calendar.canonical_order)]
+    return b"".join(line + b"\r\n" for line in (b"BEGIN:VCALENDAR", *lines))
 
-    Building a VTIMEZONE walks the zone's offsets over the whole span and was most of the cost
-    of an invite (icalendar's own advice: "Please cache the results"). The same TZIDs (those
-    used, UTC excepted; unknown ones left out), in the same order, in the same place: before
-    every other component. A component serializes as its own lines wherever it is, so its
-    bytes go in front of the first ``BEGIN:`` line after ``BEGIN:VCALENDAR`` (a folded line
-    starts with a space, and no calendar property is named BEGIN). Cached as bytes: nothing an
-    invite does can change them.
-    """
-    if calendar.timezones:
-        raise ValueError("the calendar already has VTIMEZONE components")
-    missing = calendar.get_missing_tzids()
-    ics = ical_bytes(calendar)
-    timezones = [ical for tzid in missing
-                 if (ical := _vtimezone_ical(tzid, first_date, last_date)) is not None]
-    if not timezones:
-        return ics
-    at = ics.index(b"\r\nBEGIN:", len(b"BEGIN:VCALENDAR")) + len(b"\r\n")
-    return b"".join((ics[:at], *timezones, ics[at:]))
+
+@lru_cache(maxsize=64)
+def _event_order(names: tuple[str, ...]) -> list[str]:
+    """The order ``to_ical()`` writes an event's properties in: ``Event.canonical_order``
+    first, then by name."""
+    return canonsort_keys(names, Event.canonical_order)
+
+
+@lru_cache(maxsize=4096)
+def _zoned_line(name: str, moment: datetime, zone: ZoneInfo) -> tuple[bytes, str | None]:
+    """A DTSTART or DTEND at ``moment`` in ``zone``, and its TZID: meetings share slots."""
+    return property_line_and_tzid(name, moment.astimezone(zone))
+
+
+@lru_cache(maxsize=256)
+def _shared_line(name: str, value: str | int, language: str | None = None) -> bytes:
+    """A property line many invites share: a language's SUMMARY, a SEQUENCE, a STATUS."""
+    return property_line(name, value, {"LANGUAGE": language} if language else None)
+
+
+@lru_cache(maxsize=4)
+def _stamp_line(now: datetime) -> bytes:
+    """The DTSTAMP: one for all the invites a batch renders at the same time."""
+    return property_line("DTSTAMP", now)
+
+
+@lru_cache(maxsize=1024)
+def _address_line(name: str, email: str, field: str, display_name: str) -> bytes:
+    """An ORGANIZER (the center's) or ATTENDEE line: a specialist's is the same in every
+    invite they get. An address that is refused raises every time (errors are not kept)."""
+    address = mailto(email, field)
+    if name == "ORGANIZER":
+        return property_line(name, vCalAddress.new(address, cn=one_line(display_name)))
+    return property_line(name, vCalAddress.new(
+        address, cn=one_line(display_name), cutype="INDIVIDUAL", role="REQ-PARTICIPANT",
+        partstat="NEEDS-ACTION", rsvp=True))
 
 
 @lru_cache(maxsize=256)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 from icalendar import Calendar, Event
 from icalendar.parser.content_line import Contentline
 
-from scheduler.ical_lines import folded, ical_bytes
+from scheduler.ical_lines import folded, property_line, property_line_and_tzid
 
 #: Characters that move the folds: escapes icalendar keeps whole, and 1- to 4-byte UTF-8.
 _AWKWARD = "\\^;,:\"aé€中한ไ𝄞 "
@@ -54,15 +56,31 @@ def test_a_line_icalendar_refuses_is_refused_the_same_way() -> None:
 @settings(max_examples=100, deadline=None)
 @given(summary=lines, description=lines,
        name=st.text(min_size=1, max_size=60).filter(lambda s: "\n" not in s))
-def test_a_calendar_is_the_bytes_of_to_ical(summary: str, description: str, name: str) -> None:
+def test_a_property_line_is_the_line_to_ical_writes(summary: str, description: str,
+                                                     name: str) -> None:
+    properties: list[tuple[str, Any, dict[str, str] | None]] = [
+        ("uid", "abc@example.com", None),
+        ("dtstamp", datetime(2026, 11, 24, 9, 0, tzinfo=UTC), None),
+        ("summary", summary, {"LANGUAGE": "ja"}),
+        ("description", description, None),
+        ("organizer", "mailto:center@example.com", {"CN": name}),
+        ("sequence", 3, None),
+    ]
+    for prop, value, parameters in properties:
+        event = Event()
+        event.add(prop, value, parameters=parameters)
+        line = property_line(prop, value, parameters)
+        assert b"BEGIN:VEVENT\r\n" + line + b"\r\nEND:VEVENT\r\n" == event.to_ical(), prop
+
+
+@pytest.mark.parametrize("zone,tzid", [("Europe/Dublin", "Europe/Dublin"),
+                                       ("Etc/GMT-14", "Etc/GMT-14"), ("UTC", None)])
+def test_a_time_says_which_zone_it_needs(zone: str, tzid: str | None) -> None:
+    moment = datetime(2026, 11, 24, 9, 0, tzinfo=ZoneInfo(zone))
     event = Event()
-    event.add("uid", "abc@example.com")
-    event.add("dtstamp", datetime(2026, 11, 24, 9, 0, tzinfo=UTC))
-    event.add("summary", summary, parameters={"LANGUAGE": "ja"})
-    event.add("description", description)
-    event.add("organizer", "mailto:center@example.com", parameters={"CN": name})
-    calendar = Calendar()
-    calendar.add("prodid", "-//test//EN")
-    calendar.add("version", "2.0")
-    calendar.add_component(event)
-    assert ical_bytes(calendar) == calendar.to_ical()
+    event.add("dtstart", moment)
+    line, found = property_line_and_tzid("DTSTART", moment)
+    assert line == event.content_line("DTSTART", event["DTSTART"]).to_ical()
+    assert found == tzid
+    assert Calendar.from_ical(b"BEGIN:VEVENT\r\n" + line + b"\r\nEND:VEVENT\r\n"
+                              ).get("DTSTART").dt == moment
