@@ -13,17 +13,14 @@ them or word them again).
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from email.encoders import encode_base64
 from email.message import Message
-from email.mime.application import MIMEApplication
-from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from email.policy import Compat32
 from email.utils import format_datetime as rfc5322_date
 from functools import lru_cache
@@ -136,16 +133,14 @@ def build_imip_message(ics: bytes, meeting: Meeting, request: HelpRequest, cente
     # base64, which every part is, so any boundary starting with it is safe (RFC 2045 §6.7);
     # 16 hex digits keep each Content-Type within one line, written as is (see _WirePolicy).
     token = mid.strip("<>").partition("@")[0][:16]
-    calendar = MIMEBase("text", "calendar", policy=_POLICY, method=method, charset="UTF-8")
-    calendar.set_payload(ics)
-    encode_base64(calendar)
-    attachment = MIMEApplication(ics, "ics", policy=_POLICY)
-    attachment.add_header("Content-Disposition", "attachment", filename="invite.ics")
+    ics_base64 = _base64(ics)  # the calendar part and the attachment carry the same bytes
     alternative = MIMEMultipart("alternative", f"=_alternative_{token}", [
         _text_part(text.plain_body(), "plain"),
         _text_part(text.html_body(meeting.language), "html"),
-        calendar,
+        _base64_part(f'text/calendar; method="{method}"; charset="UTF-8"', ics_base64),
     ], policy=_POLICY)
+    attachment = _base64_part("application/ics", ics_base64,
+                              disposition='attachment; filename="invite.ics"')
     message = MIMEMultipart("mixed", f"=_mixed_{token}", [alternative, attachment],
                             policy=_POLICY)
     sender, recipients = address_headers(meeting, request, center, _POLICY,
@@ -343,10 +338,32 @@ _POLICY = _WirePolicy(linesep="\r\n")
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
-def _text_part(body: str, subtype: str) -> MIMEText:
+def _text_part(body: str, subtype: str) -> Message:
     """A UTF-8 ``text/<subtype>`` part, base64 over the canonical form (CRLF line breaks, RFC
     2046 §4.1.1), as ``email.policy.SMTP`` encoded it."""
-    return MIMEText(_LINE_END.sub("\r\n", body), subtype, "utf-8", policy=_POLICY)
+    return _base64_part(f'text/{subtype}; charset="utf-8"',
+                        _base64(_LINE_END.sub("\r\n", body).encode("utf-8")))
+
+
+def _base64_part(content_type: str, body: str, *, disposition: str | None = None) -> Message:
+    """A leaf part with a base64 ``body``, headed as ``email.mime``'s classes head one
+    (``MIMEText``, ``MIMEBase`` with ``encode_base64``, ``MIMEApplication``: a test compares
+    the bytes). Those set each parameter by parsing the header back, twice for a text part,
+    and encode the body again for each part that carries it."""
+    part = Message(policy=_POLICY)
+    part["Content-Type"] = content_type
+    part["MIME-Version"] = "1.0"
+    part["Content-Transfer-Encoding"] = "base64"
+    if disposition is not None:
+        part["Content-Disposition"] = disposition
+    part.set_payload(body)
+    return part
+
+
+def _base64(data: bytes) -> str:
+    """Base64 in lines of 76 characters, each ending in LF: ``email.encoders.encode_base64``'s
+    and the utf-8 charset's body encoding (the generator writes the wire's line ends)."""
+    return base64.encodebytes(data).decode("ascii")
 
 
 def _check(method: str, sequence: int, now: datetime, only_specialist: bool = False) -> None:

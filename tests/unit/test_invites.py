@@ -18,8 +18,12 @@ import os
 import re
 from datetime import UTC, date, datetime
 from email import policy
+from email.encoders import encode_base64
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
+from email.mime.application import MIMEApplication
+from email.mime.base import MIMEBase
+from email.mime.text import MIMEText
 from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
@@ -505,6 +509,33 @@ def messages_without_memory(center: Center, request: HelpRequest, meeting: Meeti
     return ics, message.as_bytes()
 
 
+def email_of_mime_classes(message: Message, ics: bytes, method: str) -> bytes:
+    """``message`` with its leaf parts built as ``email.mime``'s classes build them (what
+    build_imip_message did before it headed its parts itself), from the same text."""
+    alternative, _ = message.get_payload()
+    plain, html, _calendar = alternative.get_payload()
+    calendar = MIMEBase("text", "calendar", policy=invites._POLICY, method=method,
+                        charset="UTF-8")
+    calendar.set_payload(ics)
+    encode_base64(calendar)
+    alternative.set_payload([
+        MIMEText(part.get_payload(decode=True).decode("utf-8"), subtype, "utf-8",
+                 policy=invites._POLICY)
+        for part, subtype in ((plain, "plain"), (html, "html"))] + [calendar])
+    classic = MIMEApplication(ics, "ics", policy=invites._POLICY)
+    classic.add_header("Content-Disposition", "attachment", filename="invite.ics")
+    message.set_payload([alternative, classic])
+    return message.as_bytes()
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
+def test_an_email_is_the_bytes_of_the_mime_classes(name: str) -> None:
+    center, request, meeting, method, sequence = golden_case(GOLDEN_CASES[name])
+    ics, message = render(center, request, meeting, method=method, sequence=sequence)
+    written = message.as_bytes()
+    assert written == email_of_mime_classes(message, ics, method)
+
+
 @pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
 def test_remembering_changes_no_byte_of_the_email(name: str) -> None:
     center, request, meeting, method, sequence = golden_case(GOLDEN_CASES[name])
@@ -650,6 +681,7 @@ def test_no_field_can_inject_into_the_invite_or_the_email(
     assert invite_values.one_line(tenant).replace("\\N", "\n") in description
     assert_valid_email(message, ics, method=method, organizer=center.mailbox,
                        recipients=attendees)
+    assert message.as_bytes() == email_of_mime_classes(message, ics, method)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
