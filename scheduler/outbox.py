@@ -10,7 +10,9 @@ delivered: its SEQUENCE and METHOD decide whether a later delivery replaces it. 
 SEQUENCE, METHOD) again changes nothing; a lower SEQUENCE never replaces a higher one; at equal
 SEQUENCE a CANCEL replaces a REQUEST, never the reverse.
 
-Each file's contents are fsynced before its rename, so neither is ever torn. The directory is
+Each file's contents are fsynced before its rename, so neither is ever torn (a batch's files are
+all written and fsynced before the first of their renames, which the file system commits more
+cheaply than one file at a time). The directory is
 fsynced once, after both renames (after all of a batch's, :meth:`OutboxDelivery.send_many`) and
 before the outbox lock is released: a delivery is durable when it returns, and no other delivery
 can find it "already held" while it is still in flight. A crash before that fsync can lose the
@@ -21,6 +23,7 @@ do.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -36,6 +39,9 @@ from scheduler.delivery import DeliveryReceipt, Invite
 from scheduler.delivery_settings import BackendSettings
 
 _SAFE_UID = re.compile(r"[A-Za-z0-9@._+:=-]{1,200}")
+#: How many invites' files :meth:`OutboxDelivery.send_many` writes before their renames: the
+#: files stay open until they are fsynced, and file descriptors are a limited resource.
+STAGED_INVITES = 64
 _METHOD_RANK = {"REQUEST": 0, "CANCEL": 1}
 
 
@@ -98,19 +104,11 @@ class OutboxDelivery:
                 valid.append(index)
         if not valid:
             return results
-        wrote = False
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             with self._locked():
-                for index in valid:
-                    invite = invites[index]
-                    try:
-                        wrote |= self._write_if_later(invite.ics, invite.email,
-                                                      invite.meeting.uid, invite.sequence,
-                                                      invite.method)
-                    except Exception as exc:  # reported for this invite alone
-                        results[index] = exc
-                if wrote:
+                if self._write_later_ones([(index, invites[index]) for index in valid],
+                                          results):
                     fsync_directory(self.directory)
         except Exception as exc:  # the outbox itself (directory, lock, fsync): every invite
             for index in valid:
@@ -144,6 +142,51 @@ class OutboxDelivery:
         fsync_directory(folder)
         return folder / f"{stem}.ics"
 
+    def _write_later_ones(self, invites: Sequence[tuple[int, Invite]],
+                          results: list[DeliveryReceipt | Exception]) -> bool:
+        """Under the lock: :meth:`_write_if_later` for each invite, in order, their files
+        written :data:`STAGED_INVITES` at a time by :func:`replace_files`; a failure goes to
+        ``results`` at the invite's index. True when any was written.
+
+        An invite is checked against the outbox as the invites before it left it: a UID met
+        twice is checked only once the writes of the first are done."""
+        wrote = False
+        staged: list[tuple[int, list[tuple[Path, bytes]]]] = []
+        uids: set[str] = set()
+
+        def flush() -> None:
+            nonlocal wrote
+            for (index, _), error in zip(staged, replace_files([f for _, f in staged]),
+                                         strict=True):
+                if error is None:
+                    wrote = True
+                else:
+                    results[index] = error
+            staged.clear()
+            uids.clear()
+
+        for index, invite in invites:
+            uid = invite.meeting.uid
+            if uid in uids or len(staged) == STAGED_INVITES:
+                flush()
+            try:
+                if not self._later(uid, invite.sequence, invite.method):
+                    continue
+                files = [(self.directory / f"{uid}.eml", invite.email.as_bytes()),
+                         (self._ics_path(uid), invite.ics)]
+            except Exception as exc:  # reported for this invite alone
+                results[index] = exc
+                continue
+            staged.append((index, files))
+            uids.add(uid)
+        flush()
+        return wrote
+
+    def _later(self, uid: str, sequence: int, method: str) -> bool:
+        """Whether (``sequence``, ``method``) is later than the message the outbox holds."""
+        held = delivered_version(self._ics_path(uid))
+        return held is None or (sequence, _METHOD_RANK[method]) > held
+
     def _ics_path(self, uid: str) -> Path:
         return self.directory / f"{uid}.ics"
 
@@ -151,12 +194,10 @@ class OutboxDelivery:
                         method: str) -> bool:
         """Under the lock: replace ``<uid>.eml`` then ``<uid>.ics`` if this message is later
         than the one held; True when it was. The caller fsyncs the directory."""
-        ics_path = self._ics_path(uid)
-        held = delivered_version(ics_path)
-        if held is not None and (sequence, _METHOD_RANK[method]) <= held:
+        if not self._later(uid, sequence, method):
             return False
         replace_file(self.directory / f"{uid}.eml", message.as_bytes())
-        replace_file(ics_path, ics)
+        replace_file(self._ics_path(uid), ics)
         return True
 
     @contextmanager
@@ -190,16 +231,63 @@ def _check(uid: str, method: str) -> None:
 def replace_file(path: Path, data: bytes) -> None:
     """Put ``data`` at ``path`` atomically, contents on disk before the rename; the rename is
     durable once the directory is fsynced (:func:`fsync_directory`)."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    (error,) = replace_files([[(path, data)]])
+    if error is not None:
+        raise error
+
+
+def replace_files(groups: Sequence[Sequence[tuple[Path, bytes]]]) -> list[Exception | None]:
+    """:func:`replace_file` for every ``(path, data)`` of every group, in order, with every
+    file's contents written and fsynced before the first rename: the file system then commits
+    the files' data together instead of once per file (a quarter less CPU and wall time per
+    file here, docs/performance.md round 15).
+
+    A group is one invite's files: they are renamed in their order, and a group stops at its
+    first failure (its later files keep what they held). Returns, per group, None or the
+    error that stopped it. No temporary file is left behind, whatever fails.
+    """
+    errors: list[Exception | None] = [None] * len(groups)
+    staged: list[list[tuple[int, str, Path]]] = [[] for _ in groups]  # open, not yet renamed
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        for index, group in enumerate(groups):
+            try:
+                for path, data in group:
+                    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                                     suffix=".tmp")
+                    staged[index].append((fd, temporary, path))
+                    _write_all(fd, data)
+            except Exception as exc:
+                errors[index] = exc
+        for index, files in enumerate(staged):
+            try:
+                for fd, _, _ in files if errors[index] is None else ():
+                    os.fsync(fd)
+            except Exception as exc:
+                errors[index] = exc
+        for index, files in enumerate(staged):
+            while files:
+                fd, temporary, path = files.pop(0)
+                os.close(fd)
+                try:
+                    if errors[index] is None:
+                        os.replace(temporary, path)
+                        continue
+                except Exception as exc:
+                    errors[index] = exc
+                Path(temporary).unlink(missing_ok=True)
+    finally:  # an interruption (BaseException) leaves no open file and no temporary
+        for files in staged:
+            for fd, temporary, _ in files:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                Path(temporary).unlink(missing_ok=True)
+    return errors
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def fsync_directory(directory: Path) -> None:

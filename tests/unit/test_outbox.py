@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from icalendar import Calendar, Event
 
+import scheduler.outbox as outbox_module
 from scheduler.delivery import DeliveryReceipt, Invite
 from scheduler.directory import Center
 from scheduler.outbox import OutboxDelivery, UnsafeUid, delivered_version
@@ -354,8 +355,53 @@ def test_send_many_locks_once_and_fsyncs_the_directory_once(tmp_path: Path,
                                 port_invite(4, uid=OTHER)])
     assert [type(r) for r in results] == [DeliveryReceipt, DeliveryReceipt, UnsafeUid,
                                           DeliveryReceipt]
-    one_invite = [("fsync", "file"), ("replace", ".eml"), ("fsync", "file"), ("replace", ".ics")]
+    # the same UID twice: the second is checked once the first is written
+    one_invite = [("fsync", "file"), ("fsync", "file"), ("replace", ".eml"), ("replace", ".ics")]
     assert disk.calls == [("lock", ""), *one_invite, *one_invite, ("fsync", "dir")]
+
+
+def test_a_batch_fsyncs_every_file_before_the_first_rename(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    uids = [f"batch-{n}@fasttrack.example.com" for n in range(3)]
+    disk = DiskCalls(monkeypatch)
+    results = OutboxDelivery(tmp_path).send_many([port_invite(0, uid=uid) for uid in uids])
+    assert all(isinstance(r, DeliveryReceipt) for r in results)
+    assert disk.calls == [("lock", ""), *[("fsync", "file")] * 6,
+                          *[("replace", suffix) for _ in uids for suffix in (".eml", ".ics")],
+                          ("fsync", "dir")]
+    assert sorted(outbox_files(tmp_path)) == sorted(f"{uid}.{kind}" for uid in uids
+                                                    for kind in ("eml", "ics"))
+
+
+def test_a_batch_larger_than_the_files_kept_open_writes_every_invite(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbox_module, "STAGED_INVITES", 2)
+    invites = [port_invite(1, uid=f"many-{n}@fasttrack.example.com") for n in range(5)]
+    results = OutboxDelivery(tmp_path).send_many(invites)
+    assert all(isinstance(r, DeliveryReceipt) for r in results)
+    assert {name: data for name, data in outbox_files(tmp_path).items()
+            if name.endswith(".ics")} == {f"{i.meeting.uid}.ics": i.ics for i in invites}
+
+
+def test_a_failed_fsync_stops_that_invite_alone(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    real_fsync = os.fsync
+    seen: list[int] = []
+
+    def second_file_fails(fd: int) -> None:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            seen.append(fd)
+            if len(seen) == 2:  # the .ics of the first invite
+                raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", second_file_fails)
+    results = OutboxDelivery(tmp_path).send_many([port_invite(0, uid=OTHER), port_invite(0)])
+    assert isinstance(results[0], OSError)
+    assert results[1] == DeliveryReceipt(location=str(tmp_path / f"{UID}.ics"))
+    assert sorted(outbox_files(tmp_path)) == [f"{UID}.eml", f"{UID}.ics"]  # nothing of OTHER
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_send_many_reports_a_failed_write_and_writes_the_rest(tmp_path: Path,
