@@ -151,11 +151,14 @@ class Submission:
         batch = Batch(records)
         parsed, first = batch.decode(_parse_submission, lambda parsed: parsed[1].request_id)
         now = self.clock()
+        # Pure, so before the write transaction: on SQLite every writer of every worker waits
+        # while one holds it. A record that turns out to be a duplicate was routed for nothing.
+        hashes = {i: canonical_body_hash(parsed[i][0]) for i in first.values()}
+        routes = {i: self._route(parsed[i][1], now) for i in first.values()}
         try:
             with self.store.transaction() as conn:
                 lock_requests(conn, first)  # against a command held for them meanwhile
                 stored, cancelled = self.store.stored(conn, first)
-                hashes = {i: canonical_body_hash(parsed[i][0]) for i in first.values()}
                 new = [i for rid, i in first.items() if rid not in stored]
                 # Stored by the gateway with this very body, and not yet routed (the same as
                 # handle() does for them, without its two transactions a record).
@@ -168,7 +171,7 @@ class Submission:
                         parsed[i][1].request_id for i in new + waiting)):
                     held.setdefault(command.request_id, []).append(command)
                 started = {i: self._start(parsed[i][1], held.get(parsed[i][1].request_id, []),
-                                          now) for i in new + waiting}
+                                          now, routes[i]) for i in new + waiting}
                 self.store.advance_many(  # inserted just now: accepted, and locked; the
                     conn, [change for change, _ in started.values()],  # gateway's are read
                     locked={parsed[i][1].request_id: RequestState.ACCEPTED for i in new})

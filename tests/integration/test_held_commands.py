@@ -179,19 +179,20 @@ def test_a_cancel_read_while_the_intake_accepts_its_request_is_not_missed(world:
     """The intake's batch transaction has accepted the request and read the held cancels
     (none) but not committed; the commands stage finds no request. Without the request's lock
     the cancel would be held after the intake looked, and the request booked and invited."""
-    routing, go_on = threading.Event(), threading.Event()
+    recording, go_on = threading.Event(), threading.Event()
 
-    def slow_directory() -> Any:  # the intake routes inside its transaction
-        routing.set()
-        assert go_on.wait(10)
-        return world.directory
+    class SlowToRecord(RequestStore):
+        def advance_many(self, *args: Any, **kwargs: Any) -> Any:  # after the held cancels
+            recording.set()
+            assert go_on.wait(10)
+            return super().advance_many(*args, **kwargs)
 
-    intake = Submission(world.store, slow_directory, world.clock)  # type: ignore[arg-type]
+    intake = Submission(SlowToRecord(world.engine), lambda: world.directory, world.clock)
     outcomes: list[Any] = []
     accepting = threading.Thread(target=lambda: outcomes.extend(
         intake.handle_batch([request_record()])))
     accepting.start()
-    assert routing.wait(10)
+    assert recording.wait(10)
     reading = threading.Thread(target=commands_stage(world).handle,
                                args=(command(), COMMAND_ORIGIN))
     reading.start()
