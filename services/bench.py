@@ -55,6 +55,7 @@ from services.broker import EmbeddedBroker
 from services.child_process import end_with, ending_with_this_process
 from services.core_bench import DEFAULT_SIZES, format_core_report, percentile, run_core_bench
 from services.database import upgrade_database
+from services.faust_baseline import write_table
 from services.host_probe import HostSpeed, probe_host
 from services.kafka_config import (
     KafkaSettings,
@@ -133,6 +134,15 @@ class PipelineRun:
     thread_cpu_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FaustBaseline:
+    """The pipeline's Faust app with pass-through stages (``services.faust_baseline``)."""
+
+    per_s: float
+    worker_cpu_ms: float  # per request, all workers
+    broker_cpu_ms: float | None  # per request; None when the broker is not the bench's own
+
+
 @dataclass
 class BenchReport:
     baseline_per_s: float
@@ -143,6 +153,7 @@ class BenchReport:
     partitions: int
     load: tuple[str, str]
     host: HostSpeed | None = None  # measured just before the run
+    faust: FaustBaseline | None = None  # with --faust-baseline
 
     @property
     def ratio(self) -> float:
@@ -173,7 +184,7 @@ def run_bench(settings: Settings, *, requests: int = DEFAULT_REQUESTS,
               workers: int = DEFAULT_WORKERS,
               soak_seconds: float = 0.0, profile: Path | None = None,
               paced_rate: float | None = None, soak_rate: float | None = None,
-              core_sizes: tuple[int, ...] = DEFAULT_SIZES) -> int:
+              core_sizes: tuple[int, ...] = DEFAULT_SIZES, faust_baseline: bool = False) -> int:
     """Run the benchmark and print its report; 0 when it measured, 1 when it could not.
 
     ``soak_seconds`` adds a run of that length at a quarter of the flood's rate (or at
@@ -182,7 +193,9 @@ def run_bench(settings: Settings, *, requests: int = DEFAULT_REQUESTS,
     during the paced run to the same path with ``.paced`` added;
     ``paced_rate`` runs the open-loop phase at that rate instead of half the flood's, to compare
     configurations at one load (the report then gives no verdict on the latency target);
-    ``stages_only`` times the stages in this process by batch size (``services.stage_bench``).
+    ``stages_only`` times the stages in this process by batch size (``services.stage_bench``);
+    ``faust_baseline`` adds, after the plumbing limit, the pipeline's Faust app with stages
+    that do no work (``services.faust_baseline``): the framework's share of the gap.
     """
     directory = settings.load_directory()
     if core_only:
@@ -215,6 +228,10 @@ def run_bench(settings: Settings, *, requests: int = DEFAULT_REQUESTS,
             baseline = measure_plumbing(kafka, directory, max(requests, PLUMBING_MIN_RECORDS),
                                         workers,
                                         settings.topic_partitions, TopicNames(f"bench{run[-6:]}p"))
+            faust = measure_faust_baseline(
+                kafka, settings, directory, folder / "faust-baseline",
+                max(requests, PLUMBING_MIN_RECORDS), workers, TopicNames(f"bench{run[-6:]}f"),
+                broker_pid) if faust_baseline else None
             pipeline = measure_pipeline(kafka, settings, directory, folder, requests, workers,
                                         database_url, TopicNames(f"bench{run[-6:]}w"),
                                         soak_seconds, profile, paced_rate, soak_rate,
@@ -223,7 +240,7 @@ def run_bench(settings: Settings, *, requests: int = DEFAULT_REQUESTS,
         say(f"failed: {exc}")
         return 1
     report = BenchReport(baseline, pipeline, _dialect(database_url), requests, workers,
-                         settings.topic_partitions, (load_before, _load()), host)
+                         settings.topic_partitions, (load_before, _load()), host, faust)
     print(json.dumps(report.to_json_dict()) if json_output else format_report(report))
     return 0
 
@@ -452,6 +469,39 @@ def _read_timestamps(kafka: KafkaSettings, topic: str, partitions: int, count: i
     return stamps
 
 
+def measure_faust_baseline(kafka: KafkaSettings, settings: Settings,
+                           directory: CenterDirectory, folder: Path, count: int, workers: int,
+                           topics: TopicNames, broker_pid: int | None) -> FaustBaseline:
+    """Records per second, and CPU per record, through the pipeline's Faust app with
+    pass-through stages in ``workers`` processes: the plumbing's hops and bytes, the
+    pipeline's framework."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ensure_topics(kafka.bootstrap, topics, settings.topic_partitions, **_admin_kwargs(kafka))
+    mix = request_mix(count, f"{topics.prefix}-r")
+    table = folder / "payloads.json"
+    write_table(stage_payloads(mix, directory, datetime.now(UTC)), table)
+    apps = _Pipeline(kafka, settings, folder, f"sqlite:///{folder / 'unused.db'}", topics,
+                     settings.topic_partitions, broker_pid)
+    say(f"faust baseline: {workers} process(es) of the pipeline's app, no stage work, "
+        f"{count} records")
+    apps.spawn(workers, (sys.executable, "-m", "services.faust_baseline", str(table)))
+    try:
+        apps.wait_ready()
+        before = apps.cpu_now()
+        started = time.time_ns()
+        _produce_all(kafka, topics.requests_submitted,
+                     [(b["request_id"].encode(), encode(b)) for b in mix])
+        finished = _read_timestamps(kafka, topics.invites_delivered, settings.topic_partitions,
+                                    count)
+        worker_ms, broker_ms = apps.cpu_ms_per_request(before, count)
+    finally:
+        apps.stop()
+    rate = sustained_rate(started, finished)
+    say(f"faust baseline: {len(finished)} records through, {rate:.1f}/s, workers "
+        f"{worker_ms:.2f} ms of CPU a record")
+    return FaustBaseline(rate, worker_ms, broker_ms)
+
+
 # ------------------------------------------------------------ phase 2: the pipeline
 
 
@@ -492,11 +542,11 @@ class _Pipeline:
         if settings.directory:
             self.env["FASTTRACK_DIRECTORY"] = str(settings.directory.resolve())
 
-    def spawn(self, count: int) -> None:
+    def spawn(self, count: int, command: Sequence[str] = WORKER_COMMAND) -> None:
         for n in range(count):
             log = self.folder / f"worker-{n + 1}.log"
             with log.open("wb") as out:
-                process = subprocess.Popen(list(WORKER_COMMAND),
+                process = subprocess.Popen(list(command),
                                            cwd=_REPO_ROOT, env=self.env, stdout=out,
                                            stderr=subprocess.STDOUT,
                                            preexec_fn=ending_with_this_process())
@@ -884,6 +934,7 @@ def format_report(report: BenchReport) -> str:
         *([f"host, before the run: {report.host.describe()}"] if report.host else []),
         "",
         f"plumbing limit (aiokafka, 3 hops)      {report.baseline_per_s:9.1f} requests/s",
+        *_faust_lines(report),
         f"pipeline, max sustained                {run.max_per_s:9.1f} requests/s",
         f"ratio                                  {100 * report.ratio:9.1f} %   "
         f"(target >= 40 %: {'met' if report.ratio >= 0.4 else 'MISSED'})",
@@ -939,6 +990,17 @@ def format_report(report: BenchReport) -> str:
         lines.append("worker RSS (MiB): " + " → ".join(
             "/".join(f"{kib / 1024:.0f}" for kib in sample) for _, sample in run.rss_kib))
     return "\n".join(lines)
+
+
+def _faust_lines(report: BenchReport) -> list[str]:
+    faust = report.faust
+    if faust is None:
+        return []
+    share = 100 * faust.per_s / report.baseline_per_s if report.baseline_per_s else 0.0
+    broker = "" if faust.broker_cpu_ms is None else f", broker {faust.broker_cpu_ms:.2f} ms"
+    return [f"faust limit (the pipeline's app, no stage work) {faust.per_s:9.1f} requests/s "
+            f"({share:.1f} % of plumbing; CPU a request: workers {faust.worker_cpu_ms:.2f} ms"
+            f"{broker})"]
 
 
 # ------------------------------------------------------------------------ helpers

@@ -123,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--paced-rate", type=float, metavar="PER_S",
                        help="run the open-loop phase at PER_S requests/s instead of half the "
                             "flood's rate, to compare configurations at one load")
+    bench.add_argument("--faust-baseline", action="store_true",
+                       help="also run the pipeline's Faust app with stages that do no work, "
+                            "after the plumbing limit: what the framework alone reaches")
     bench.add_argument("--profile", type=Path, metavar="PATH",
                        help="py-spy record worker 1 during the flood to PATH and during "
                             "the paced run to PATH.paced (collapsed stacks)")
@@ -276,6 +279,9 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--soak-rate needs --soak SECONDS")
     if sum((args.core_only, args.ledger_only, args.stages_only)) > 1:
         raise UsageError("--core-only, --ledger-only and --stages-only: choose one")
+    if args.faust_baseline and (args.core_only or args.ledger_only or args.stages_only):
+        raise UsageError("--faust-baseline runs beside the pipeline, not with --core-only, "
+                         "--ledger-only or --stages-only")
     if args.stages_only and args.database_url:
         raise UsageError("--stages-only runs on a fresh SQLite file; --database-url is for "
                          "the pipeline and --ledger-only")
@@ -288,7 +294,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
                          ledger_only=args.ledger_only, stages_only=args.stages_only,
                          workers=args.workers,
                          soak_seconds=args.soak, profile=args.profile,
-                         paced_rate=args.paced_rate, soak_rate=args.soak_rate)
+                         paced_rate=args.paced_rate, soak_rate=args.soak_rate,
+                         faust_baseline=args.faust_baseline)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -112,7 +112,7 @@ def test_the_bench_counts_the_cpu_of_its_own_broker(
     monkeypatch.setattr(bench, "PLUMBING_MIN_RECORDS", 200)
     own_broker = Settings(kafka_bootstrap=None, var_dir=tmp_path, database_url=None,
                           directory=None)
-    code = run_bench(own_broker, requests=20, workers=1, paced_rate=10.0)
+    code = run_bench(own_broker, requests=20, workers=1, paced_rate=10.0, faust_baseline=True)
 
     text = capsys.readouterr().out
     assert code == 0
@@ -121,12 +121,21 @@ def test_the_bench_counts_the_cpu_of_its_own_broker(
     assert [name for name, _ in phases] == ["flood", "paced run"]
     assert all(float(ms) > 0 for _, ms in phases), line  # it polls and serves every phase
     assert line.endswith("(the embedded broker)")
+    # the framework alone, on the same broker: its app moved all 200 records
+    (faust,) = [line for line in text.splitlines() if line.startswith("faust limit")]
+    rate, share, workers, broker = map(float, re.fullmatch(
+        r"faust limit \(the pipeline's app, no stage work\) +(\d+\.\d) requests/s "
+        r"\((\d+\.\d) % of plumbing; CPU a request: workers (\d+\.\d\d) ms, broker "
+        r"(\d+\.\d\d) ms\)", faust).groups())  # type: ignore[union-attr]
+    assert rate > 0 and share > 0 and workers > 0 and broker > 0, faust
+    assert list((tmp_path / "bench").glob("*/faust-baseline/worker-1.log"))
 
 
 @pytest.mark.parametrize("argv,message", [
     (["--soak-rate", "5"], "--soak-rate needs --soak SECONDS"),
     (["--soak", "60", "--soak-rate", "0"], "--soak-rate: 0.0 is not a positive rate"),
     (["--paced-rate", "-1"], "--paced-rate: -1.0 is not a positive rate"),
+    (["--faust-baseline", "--stages-only"], "--faust-baseline runs beside the pipeline"),
 ])
 def test_bench_refuses_a_rate_it_cannot_use(argv: list[str], message: str,
                                             capsys: pytest.CaptureFixture[str]) -> None:
