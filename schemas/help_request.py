@@ -22,6 +22,8 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     model_validator,
 )
 
@@ -50,7 +52,28 @@ def _country(value: Any) -> Any:
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_string)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
-Email = Annotated[EmailStr, Field(min_length=3, max_length=254)]
+#: Addresses that passed pydantic's email check, and what it made of them: a request's
+#: addresses are checked again in every stage that reads it (the routed and booked events
+#: carry it), and the check (``email_validator``'s domain rules) was a fifth of the booker's
+#: CPU (docs/performance.md, round 15). A pure function of the text; forgotten all at once when
+#: full. Addresses that fail are not kept, so they fail again with the same error.
+_CHECKED_EMAILS: dict[str, str] = {}
+_CHECKED_EMAILS_MAX = 4096
+
+
+def _remembered_email(value: Any, check: ValidatorFunctionWrapHandler) -> Any:
+    if type(value) is not str:
+        return check(value)
+    known = _CHECKED_EMAILS.get(value)
+    if known is None:
+        known = check(value)
+        if len(_CHECKED_EMAILS) >= _CHECKED_EMAILS_MAX:
+            _CHECKED_EMAILS.clear()
+        _CHECKED_EMAILS[value] = known
+    return known
+
+
+Email = Annotated[EmailStr, WrapValidator(_remembered_email), Field(min_length=3, max_length=254)]
 
 
 class Source(StrEnum):

@@ -181,3 +181,29 @@ def test_undecodable_bytes_are_an_invalid_message() -> None:
 def test_wire_form_round_trips() -> None:
     request = parse_help_request(variant(source="partner", partner=PARTNER))
     assert parse_help_request(json.dumps(request.to_json_dict())) == request
+
+
+def test_an_address_is_checked_once_and_a_bad_one_every_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every stage reads the request again: the email check of an address is remembered."""
+    import pydantic.networks
+
+    checks: list[str] = []
+    real = pydantic.networks.validate_email
+
+    def counting(value: str) -> tuple[str, str]:
+        checks.append(value)
+        return real(value)
+
+    monkeypatch.setattr(pydantic.networks, "validate_email", counting)
+    address = "remembered.once@contoso.example.com"
+    message = copy.deepcopy(VALID)
+    message["requester"]["email"] = address
+    assert [parse_help_request(message).requester.email for _ in range(3)] == [address] * 3
+    assert checks == [address]
+
+    message["requester"]["email"] = "not-an-address"
+    for _ in range(2):
+        with pytest.raises(InvalidMessage, match=r"requester\.email"):
+            parse_help_request(message)
+    assert checks == [address, "not-an-address", "not-an-address"]
