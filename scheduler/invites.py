@@ -317,10 +317,15 @@ class _WirePolicy(Compat32):
         return _header_fold(self, name, value, sanitize and _has_surrogates(value))
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=2048)
 def _header_fold(policy: _WirePolicy, name: str, value: str, sanitize: bool) -> str:
     """``compat32``'s fold of a text header (policies are immutable: their attributes are
-    set once, by ``clone``). A fold that raises is not remembered, so it raises again."""
+    set once, by ``clone``). A fold that raises is not remembered, so it raises again.
+
+    A To is folded when the email is built (to check that it reads back) and again when its
+    bytes are written, which for a batch is after every email of the batch was built: room
+    for a whole batch's (``max_records``, 500 by default) besides the shared From and
+    Subject headers."""
     return str(Compat32._fold(policy, name, value, sanitize))  # type: ignore[attr-defined]
 
 
