@@ -137,8 +137,8 @@ class OutboxDelivery:
         folder = self.directory / "handovers"
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"{invite.meeting.uid}-s{invite.sequence}"
-        replace_file(folder / f"{stem}.eml", invite.email.as_bytes())
-        replace_file(folder / f"{stem}.ics", invite.ics)
+        _replace_in_order([(folder / f"{stem}.eml", invite.email.as_bytes()),
+                           (folder / f"{stem}.ics", invite.ics)])
         fsync_directory(folder)
         return folder / f"{stem}.ics"
 
@@ -196,8 +196,8 @@ class OutboxDelivery:
         than the one held; True when it was. The caller fsyncs the directory."""
         if not self._later(uid, sequence, method):
             return False
-        replace_file(self.directory / f"{uid}.eml", message.as_bytes())
-        replace_file(self._ics_path(uid), ics)
+        _replace_in_order([(self.directory / f"{uid}.eml", message.as_bytes()),
+                           (self._ics_path(uid), ics)])
         return True
 
     @contextmanager
@@ -231,7 +231,12 @@ def _check(uid: str, method: str) -> None:
 def replace_file(path: Path, data: bytes) -> None:
     """Put ``data`` at ``path`` atomically, contents on disk before the rename; the rename is
     durable once the directory is fsynced (:func:`fsync_directory`)."""
-    (error,) = replace_files([[(path, data)]])
+    _replace_in_order([(path, data)])
+
+
+def _replace_in_order(files: Sequence[tuple[Path, bytes]]) -> None:
+    """:func:`replace_files` for one group: raise what stopped it."""
+    (error,) = replace_files([files])
     if error is not None:
         raise error
 

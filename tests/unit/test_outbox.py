@@ -217,14 +217,13 @@ class DiskCalls:
         return self.calls.count(call)
 
 
-def test_a_delivery_fsyncs_each_file_then_the_directory_once(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch
-                                                              ) -> None:
+def test_a_delivery_fsyncs_both_files_before_their_renames_then_the_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     deliver(OutboxDelivery(tmp_path), 0)  # the directory and the lock file exist
     disk = DiskCalls(monkeypatch)
     deliver(OutboxDelivery(tmp_path), 1)
-    assert disk.calls == [("lock", ""), ("fsync", "file"), ("replace", ".eml"),
-                          ("fsync", "file"), ("replace", ".ics"), ("fsync", "dir")]
+    assert disk.calls == [("lock", ""), ("fsync", "file"), ("fsync", "file"),
+                          ("replace", ".eml"), ("replace", ".ics"), ("fsync", "dir")]
 
 
 def test_a_reminder_is_on_disk_before_it_is_reported_sent(tmp_path: Path,
