@@ -137,7 +137,8 @@ def _parser() -> argparse.ArgumentParser:
 def _command(commands: argparse._SubParsersAction, name: str,  # type: ignore[type-arg]
              handler: Callable[[argparse.Namespace, Settings], int], text: str,
              ) -> argparse.ArgumentParser:
-    sub = commands.add_parser(name, help=text, description=text)
+    # argparse %-formats a command's help in the list of commands, not its description.
+    sub = commands.add_parser(name, help=text, description=text.replace("%%", "%"))
     sub.set_defaults(handler=handler)
     return sub
 

@@ -36,6 +36,7 @@ def test_help_exits_zero_and_describes(words: tuple[str, ...],
     assert exited.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: fasttrack {' '.join(words)}".rstrip())
+    assert "%%" not in out and "%(" not in out  # every escape of argparse's formatting undone
 
 
 def test_no_command_prints_the_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
