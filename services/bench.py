@@ -480,7 +480,7 @@ def measure_faust_baseline(kafka: KafkaSettings, settings: Settings,
     mix = request_mix(count, f"{topics.prefix}-r")
     table = folder / "payloads.json"
     write_table(stage_payloads(mix, directory, datetime.now(UTC)), table)
-    apps = _Pipeline(kafka, settings, folder, f"sqlite:///{folder / 'unused.db'}", topics,
+    apps = _Pipeline(kafka, settings, folder, f"sqlite:///{folder / 'deadletters.db'}", topics,
                      settings.topic_partitions, broker_pid)
     say(f"faust baseline: {workers} process(es) of the pipeline's app, no stage work, "
         f"{count} records")

@@ -29,9 +29,8 @@ from scheduler.request_store import RequestStore
 from services.logs import configure_logging
 from services.settings import Settings
 
-#: What each stage emits, by its index in the request's row of the table.
-HOPS = (("intake", "requests_routed"), ("booker", "meetings_booked"),
-        ("notifier", "invites_delivered"))
+#: What the intake, the booker and the notifier emit, by their index in a row of the table.
+EMITS = ("requests_routed", "meetings_booked", "invites_delivered")
 
 #: request id -> the (key, value) emitted at each hop, as in ``stage_payloads``.
 Table = Mapping[str, Sequence[tuple[bytes, bytes]]]
@@ -79,10 +78,10 @@ def read_table(path: Path) -> dict[str, list[tuple[bytes, bytes]]]:
 
 def build_app(settings: Settings, table: Table) -> faust.App:
     """The worker's app (:func:`consumers.app.create_app`) with pass-through stages."""
-    stages = Stages(*(PassThrough(hop, emits, table) for hop, (_, emits) in enumerate(HOPS)),
+    stages = Stages(*(PassThrough(hop, emits, table) for hop, emits in enumerate(EMITS)),
                     commands=NoCommands())
     # The runner records dead letters in this store; with nothing to fail it is never written.
-    store = RequestStore(create_engine_for(f"sqlite:///{settings.var_dir / 'baseline.db'}"))
+    store = RequestStore(create_engine_for(settings.resolved_database_url))
     return create_app(stages, store, lambda: datetime.now(UTC), settings.kafka(),
                       settings.topics, partitions=settings.topic_partitions,
                       datadir=settings.var_dir / "faust",

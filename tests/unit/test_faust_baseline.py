@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from consumers.envelope import Emit, Origin
-from services.faust_baseline import HOPS, NoCommands, PassThrough, read_table, write_table
+from services.faust_baseline import EMITS, NoCommands, PassThrough, read_table, write_table
 
 TABLE = {
     "r-1": [(b"taipei", b'{"request":{"request_id":"r-1"},"decision":{}}'),
@@ -19,11 +19,11 @@ TABLE = {
 
 
 def test_each_stage_emits_the_next_hops_bytes_for_the_records_request() -> None:
-    stages = [PassThrough(hop, emits, TABLE) for hop, (_, emits) in enumerate(HOPS)]
+    stages = [PassThrough(hop, emits, TABLE) for hop, emits in enumerate(EMITS)]
     value = json.dumps({"request_id": "r-2"}).encode()  # what the intake reads
     for hop, stage in enumerate(stages):
         (emit,) = stage.handle(value, Origin("t", 0, hop))
-        assert emit == Emit(HOPS[hop][1], *TABLE["r-2"][hop])
+        assert emit == Emit(EMITS[hop], *TABLE["r-2"][hop])
         value = emit.value  # what the next stage reads: the request nested, or its id
     assert [e.topic for o in stages[0].handle_batch([
         (b'{"request_id":"r-1"}', Origin("t", 0, 1)),
